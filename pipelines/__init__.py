@@ -1,0 +1,1 @@
+"""The one adclick DAG and its configuration."""

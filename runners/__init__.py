@@ -1,0 +1,1 @@
+"""Launchers: the command line, runner options and run summaries. Transforms live elsewhere."""

@@ -1,0 +1,33 @@
+"""`adclick COMMAND ...`: one entry point for every launcher."""
+
+import importlib
+import logging
+import sys
+
+COMMANDS = {
+    "replay": ("runners.replay", "replay raw logs (JSON lines, Avro, Parquet) through the DAG into a sink"),
+    "generate": ("runners.generate", "write a synthetic click log with duplicates, disorder and malformed lines"),
+    "top": ("runners.report", "print the top ads of the busiest minute in a SQLite sink"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: adclick COMMAND [options]", "", "commands:"]
+    lines += [f"  {name:<10}{summary}" for name, (_, summary) in COMMANDS.items()]
+    lines.append("\n'adclick COMMAND --help' for a command's options")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        print(usage(), file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
+        sys.exit(0 if argv and argv[0] in ("-h", "--help") else 2)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("apache_beam").setLevel(logging.WARNING)
+    module = importlib.import_module(COMMANDS[argv[0]][0])
+    module.run(argv[1:])
+
+
+if __name__ == "__main__":
+    main()

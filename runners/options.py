@@ -1,0 +1,35 @@
+"""Command-line settings of the DAG, shared by every launcher."""
+
+import argparse
+
+from pipelines.config import AggregateConfig, PipelineConfig, WindowConfig
+from transforms.aggregates import FILTER_DIMENSIONS
+
+
+def _dimension_sets(text: str):
+    """`country;country+user_id` -> (("country",), ("country", "user_id"))."""
+    sets = tuple(tuple(sorted(part.split("+"))) for part in text.split(";") if part)
+    unknown = {name for dimensions in sets for name in dimensions} - set(FILTER_DIMENSIONS)
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown filter dimension {', '.join(sorted(unknown))}; known: {', '.join(FILTER_DIMENSIONS)}")
+    return sets
+
+
+def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
+    window, aggregates = WindowConfig(), AggregateConfig()
+    group = parser.add_argument_group("windowing and aggregates")
+    group.add_argument("--window-seconds", type=int, default=window.size_seconds)
+    group.add_argument("--allowed-lateness-seconds", type=int, default=window.allowed_lateness_seconds)
+    group.add_argument("--early-firing-seconds", type=int, default=window.early_firing_seconds,
+                       help="processing-time interval of early panes; 0 for none")
+    group.add_argument("--filters", default="country", type=_dimension_sets,
+                       help="filter dimensions: combinations joined by ';', dimensions by '+' (default: country)")
+    group.add_argument("--top-n", type=int, default=aggregates.top_n)
+    group.add_argument("--hot-key-fanout", type=int, default=aggregates.hot_key_fanout)
+
+
+def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
+    return PipelineConfig(
+        window=WindowConfig(args.window_seconds, args.allowed_lateness_seconds, args.early_firing_seconds),
+        aggregates=AggregateConfig(args.filters, args.top_n, args.hot_key_fanout))

@@ -1,0 +1,59 @@
+"""`adclick replay`: the DAG over raw logs, as a batch (backfill, recomputation)."""
+
+import argparse
+import json
+import logging
+import sys
+import time
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipelines.click_pipeline import build_pipeline
+from runners import options as cli_options
+from runners.summary import counters, format_summary, summarize
+from sinks import sink_for
+from sinks.dead_letters import WriteDeadLetters
+from sources.files import FORMATS, ReadRawLogs, check_patterns
+
+
+def parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="adclick replay", description="Replay raw click logs through the adclick DAG into a sink.")
+    parser.add_argument("--input", action="append", required=True, metavar="GLOB",
+                        help="raw log files (JSON lines, .gz, .avro, .parquet) on any Beam filesystem; repeatable")
+    parser.add_argument("--input-format", default="auto", choices=("auto",) + FORMATS,
+                        help="format of the input files (default: by extension, JSON lines otherwise)")
+    parser.add_argument("--sink", default="sqlite:///adclick.db", help="sqlite:///PATH (default: %(default)s)")
+    parser.add_argument("--dead-letter", default="dead-letters.jsonl", metavar="PATH",
+                        help="JSON-lines file for malformed records (default: %(default)s)")
+    parser.add_argument("--summary", metavar="PATH", help="also write the run summary as JSON here")
+    cli_options.add_pipeline_arguments(parser)
+    return parser
+
+
+def run(argv=None) -> dict:
+    args, beam_args = parser().parse_known_args(argv)
+    try:
+        check_patterns(args.input)
+        sink = sink_for(args.sink)
+    except (FileNotFoundError, ValueError) as error:
+        sys.exit(f"adclick replay: {error}")
+    options = PipelineOptions(beam_args)
+    started = time.monotonic()
+    pipeline = build_pipeline(
+        beam.Pipeline(options=options),
+        source=ReadRawLogs(args.input, args.input_format),
+        sink=sink,
+        dead_letter_sink=WriteDeadLetters(args.dead_letter),
+        config=cli_options.pipeline_config(args))
+    result = pipeline.run()
+    result.wait_until_finish()
+    summary = summarize(counters(result))
+    summary["seconds"] = round(time.monotonic() - started, 2)
+    summary["events_per_second"] = round(summary["read"] / summary["seconds"]) if summary["seconds"] else 0
+    print(format_summary(summary))
+    if args.summary:
+        with open(args.summary, "w") as handle:
+            json.dump(summary, handle, indent=2)
+    return summary

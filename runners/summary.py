@@ -1,0 +1,42 @@
+"""The run summary: every input record accounted for, from the pipeline's Beam metrics."""
+
+from apache_beam.metrics.metric import MetricsFilter
+
+NAMESPACE = "adclick"
+MALFORMED_PREFIX = "malformed."
+
+
+def counters(result) -> dict:
+    """The committed adclick counters of a finished pipeline, by name."""
+    query = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))
+    totals = {}
+    for counter in query["counters"]:
+        name = counter.key.metric.name
+        totals[name] = totals.get(name, 0) + (counter.committed or 0)
+    return totals
+
+
+def summarize(totals: dict) -> dict:
+    """read = unique + duplicates + malformed, with malformed records by reason."""
+    summary = {name: totals.get(name, 0) for name in ("read", "unique", "duplicates", "malformed")}
+    summary["malformed_by_reason"] = {
+        name[len(MALFORMED_PREFIX):]: count
+        for name, count in sorted(totals.items()) if name.startswith(MALFORMED_PREFIX)
+    }
+    summary["balanced"] = summary["read"] == summary["unique"] + summary["duplicates"] + summary["malformed"]
+    return summary
+
+
+def format_summary(summary: dict) -> str:
+    lines = [
+        f"read        {summary['read']:>12,}",
+        f"unique      {summary['unique']:>12,}",
+        f"duplicates  {summary['duplicates']:>12,}",
+        f"malformed   {summary['malformed']:>12,}",
+    ]
+    lines += [f"  {reason:<22}{count:>8,}" for reason, count in summary["malformed_by_reason"].items()]
+    lines.append("read = unique + duplicates + malformed: " + ("yes" if summary["balanced"] else "NO"))
+    for key in ("seconds", "events_per_second"):
+        if key in summary:
+            lines.append(f"{key.replace('_', ' '):<12}{summary[key]:>12,}")
+    return "\n".join(lines)

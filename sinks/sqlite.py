@@ -1,0 +1,110 @@
+"""SQLite, the embedded default sink, with idempotent upserts keyed by the window.
+
+Every pane carries the window's full (accumulated) count, so a row is replaced,
+never incremented: writing the same results twice leaves the tables unchanged.
+"""
+
+import sqlite3
+from pathlib import Path
+
+import apache_beam as beam
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS clicks_per_minute (
+    ad_id TEXT NOT NULL,
+    window_start INTEGER NOT NULL,
+    clicks INTEGER NOT NULL,
+    PRIMARY KEY (ad_id, window_start)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS clicks_per_minute_by_window ON clicks_per_minute (window_start);
+CREATE TABLE IF NOT EXISTS clicks_per_minute_by_filter (
+    ad_id TEXT NOT NULL,
+    window_start INTEGER NOT NULL,
+    filter TEXT NOT NULL,
+    clicks INTEGER NOT NULL,
+    PRIMARY KEY (ad_id, window_start, filter)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS clicks_per_minute_by_filter_by_window
+    ON clicks_per_minute_by_filter (window_start, filter);
+CREATE TABLE IF NOT EXISTS top_ads (
+    window_start INTEGER NOT NULL,
+    rank INTEGER NOT NULL,
+    ad_id TEXT NOT NULL,
+    clicks INTEGER NOT NULL,
+    PRIMARY KEY (window_start, rank)
+) WITHOUT ROWID;
+"""
+
+UPSERT_PER_AD = """
+INSERT INTO clicks_per_minute (ad_id, window_start, clicks) VALUES (?, ?, ?)
+ON CONFLICT (ad_id, window_start) DO UPDATE SET clicks = excluded.clicks
+"""
+UPSERT_PER_FILTER = """
+INSERT INTO clicks_per_minute_by_filter (ad_id, window_start, filter, clicks) VALUES (?, ?, ?, ?)
+ON CONFLICT (ad_id, window_start, filter) DO UPDATE SET clicks = excluded.clicks
+"""
+DELETE_TOP = "DELETE FROM top_ads WHERE window_start = ?"
+INSERT_TOP = "INSERT INTO top_ads (window_start, rank, ad_id, clicks) VALUES (?, ?, ?, ?)"
+
+
+def connect(path: str) -> sqlite3.Connection:
+    """A connection with the schema in place; WAL so readers (the API) never block the writer."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    connection = sqlite3.connect(path, timeout=60)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=NORMAL")
+    connection.executescript(SCHEMA)
+    return connection
+
+
+def write_rows(connection: sqlite3.Connection, per_ad=(), per_filter=(), top_ads=()) -> None:
+    """Upserts aggregate rows in one transaction."""
+    with connection:
+        connection.executemany(UPSERT_PER_AD, per_ad)
+        connection.executemany(UPSERT_PER_FILTER, per_filter)
+        for top in top_ads:
+            connection.execute(DELETE_TOP, (top.window_start,))
+            connection.executemany(
+                INSERT_TOP,
+                [(top.window_start, rank, ad_id, clicks) for rank, (ad_id, clicks) in enumerate(top.ranking, 1)])
+
+
+class _UpsertFn(beam.DoFn):
+    """Buffers a bundle's rows of one table and upserts them when the bundle ends."""
+
+    def __init__(self, path: str, table: str):
+        self._path = path
+        self._table = table
+
+    def setup(self):
+        self._connection = connect(self._path)
+
+    def start_bundle(self):
+        self._rows = []
+
+    def process(self, row):
+        self._rows.append(row)
+
+    def finish_bundle(self):
+        if self._rows:
+            write_rows(self._connection, **{self._table: self._rows})
+            self._rows = []
+
+    def teardown(self):
+        self._connection.close()
+
+
+class WriteToSqlite(beam.PTransform):
+    """Writes {"per_ad", "per_filter", "top_ads"} to the SQLite database at `path`."""
+
+    def __init__(self, path: str):
+        super().__init__()
+        self._path = path
+        connect(path).close()
+
+    def expand(self, aggregates):
+        labels = {"per_ad": "UpsertPerAd", "per_filter": "UpsertPerFilter", "top_ads": "ReplaceTopAds"}
+        return {
+            table: aggregates[table] | label >> beam.ParDo(_UpsertFn(self._path, table))
+            for table, label in labels.items()
+        }

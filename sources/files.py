@@ -1,0 +1,152 @@
+"""Raw click logs on any Beam filesystem: JSON lines (plain or gzip), Avro and Parquet.
+
+Every reader yields `RawRecord`s: JSON lines as raw bytes (so that a bad line is
+judged by the parser, not lost by a decoder), Avro and Parquet records as the
+dicts their readers decode.
+"""
+
+import logging
+import os
+from typing import Iterable, Sequence
+
+import apache_beam as beam
+from apache_beam.io import fileio
+from apache_beam.io.avroio import ReadAllFromAvro
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.io.parquetio import ReadAllFromParquet
+
+from transforms.parse import MAX_RECORD_BYTES
+from transforms.records import RawRecord
+
+FORMATS = ("jsonl", "avro", "parquet")
+CHUNK_BYTES = 1 << 20
+PROGRESS_EVERY_LINES = 1_000_000
+
+
+def format_of(pattern: str) -> str:
+    """The log format a file pattern names by its extension; JSON lines otherwise."""
+    name = pattern.lower()
+    for fmt in ("avro", "parquet"):
+        if name.endswith("." + fmt):
+            return fmt
+    return "jsonl"
+
+
+def absolute(pattern: str) -> str:
+    """Local patterns made absolute (Beam's local filesystem matches only those); URLs as given."""
+    return pattern if "://" in pattern else os.path.abspath(pattern)
+
+
+def check_patterns(patterns: Sequence[str]) -> None:
+    """Fails before the pipeline starts when a pattern matches no file."""
+    for pattern in patterns:
+        if not FileSystems.match([absolute(pattern)])[0].metadata_list:
+            raise FileNotFoundError(f"no input file matches {pattern!r}")
+
+
+def split_lines(chunks: Iterable[bytes], max_bytes: int = MAX_RECORD_BYTES):
+    """(line, full_length) for each non-empty line; a line over `max_bytes` keeps only its prefix.
+
+    Memory stays bounded by one chunk plus `max_bytes`, however long a line is.
+    """
+    pending = bytearray()
+    overflow = 0  # bytes of the current line dropped beyond max_bytes
+    for chunk in chunks:
+        start = 0
+        while True:
+            end = chunk.find(b"\n", start)
+            if end < 0:
+                tail = chunk[start:]
+                room = max_bytes - len(pending)
+                pending += tail[:max(room, 0)]
+                overflow += max(len(tail) - max(room, 0), 0)
+                break
+            piece = chunk[start:end]
+            room = max_bytes - len(pending)
+            if not pending and not overflow and len(piece) <= max_bytes:
+                line, length = piece, len(piece)
+            else:
+                pending += piece[:max(room, 0)]
+                overflow += max(len(piece) - max(room, 0), 0)
+                line, length = bytes(pending), len(pending) + overflow
+                pending.clear()
+                overflow = 0
+            if line.endswith(b"\r") and length == len(line):
+                line, length = line[:-1], length - 1
+            if length:
+                yield line, length
+            start = end + 1
+    if pending or overflow:
+        yield bytes(pending), len(pending) + overflow
+
+
+class ReadJsonLinesFn(beam.DoFn):
+    """Streams one matched file (gzip by extension) into numbered raw lines."""
+
+    def process(self, readable_file):
+        path = readable_file.metadata.path
+        logging.info("reading %s (%d bytes)", path, readable_file.metadata.size_in_bytes)
+        with readable_file.open(mime_type="application/octet-stream") as handle:
+            chunks = iter(lambda: handle.read(CHUNK_BYTES), b"")
+            for number, (line, length) in enumerate(split_lines(chunks), start=1):
+                if number % PROGRESS_EVERY_LINES == 0:
+                    logging.info("%s: %d lines read", path, number)
+                oversize = length if length > len(line) else None
+                yield RawRecord(line, path, number, None, oversize)
+
+
+class ReadJsonLines(beam.PTransform):
+    def expand(self, patterns):
+        return (
+            patterns
+            | "Match" >> fileio.MatchAll()
+            | "Open" >> fileio.ReadMatches()
+            | "Lines" >> beam.ParDo(ReadJsonLinesFn()))
+
+
+def _typed_record(path_and_record):
+    path, record = path_and_record
+    return RawRecord(record, path, -1)
+
+
+class ReadTypedRecords(beam.PTransform):
+    """Avro or Parquet records through Beam's own readers, with the file each came from."""
+
+    def __init__(self, reader):
+        super().__init__()
+        self._reader = reader
+
+    def expand(self, patterns):
+        return (
+            patterns
+            | "Records" >> self._reader(with_filename=True)
+            | "ToRawRecords" >> beam.Map(_typed_record))
+
+
+_READERS = {
+    "jsonl": ReadJsonLines,
+    "avro": lambda: ReadTypedRecords(ReadAllFromAvro),
+    "parquet": lambda: ReadTypedRecords(ReadAllFromParquet),
+}
+
+
+class ReadRawLogs(beam.PTransform):
+    """All records of the files matching `patterns`, each format read by its own reader."""
+
+    def __init__(self, patterns: Sequence[str], fmt: str = "auto"):
+        super().__init__()
+        self._patterns = [absolute(pattern) for pattern in patterns]
+        self._format = fmt
+
+    def expand(self, pbegin):
+        by_format = {}
+        for pattern in self._patterns:
+            fmt = format_of(pattern) if self._format == "auto" else self._format
+            by_format.setdefault(fmt, []).append(pattern)
+        parts = [
+            pbegin
+            | f"Patterns{fmt.capitalize()}" >> beam.Create(patterns)
+            | f"Read{fmt.capitalize()}" >> _READERS[fmt]()
+            for fmt, patterns in sorted(by_format.items())
+        ]
+        return parts | "AllLogs" >> beam.Flatten()

@@ -1,0 +1,35 @@
+"""One-minute event-time windows with early, on-time and late panes.
+
+Panes accumulate: each one carries the window's full count so far, so a sink
+that upserts the latest pane is always right and never double counts. A replay
+(bounded input) has all its data before the watermark passes any window, so it
+emits one final pane per window and needs no early firings.
+"""
+
+import apache_beam as beam
+from apache_beam.transforms import trigger
+from apache_beam.transforms.window import FixedWindows
+from apache_beam.utils.timestamp import Duration
+
+
+class WindowClicks(beam.PTransform):
+    """FixedWindows of `size_seconds`, fired early every `early_firing_seconds` of
+    processing time, on time at the watermark, and once per late click within
+    `allowed_lateness_seconds`."""
+
+    def __init__(self, size_seconds: int, allowed_lateness_seconds: int, early_firing_seconds: int):
+        super().__init__()
+        self._size_seconds = size_seconds
+        self._allowed_lateness_seconds = allowed_lateness_seconds
+        self._early_firing_seconds = early_firing_seconds
+
+    def expand(self, clicks):
+        if clicks.is_bounded:
+            return clicks | "FixedWindows" >> beam.WindowInto(FixedWindows(self._size_seconds))
+        early = trigger.AfterProcessingTime(self._early_firing_seconds) if self._early_firing_seconds else None
+        late = trigger.AfterCount(1) if self._allowed_lateness_seconds else None
+        return clicks | "FixedWindows" >> beam.WindowInto(
+            FixedWindows(self._size_seconds),
+            trigger=trigger.AfterWatermark(early=early, late=late),
+            accumulation_mode=trigger.AccumulationMode.ACCUMULATING,
+            allowed_lateness=Duration(seconds=self._allowed_lateness_seconds))
