@@ -48,36 +48,35 @@ def split_lines(chunks: Iterable[bytes], max_bytes: int = MAX_RECORD_BYTES):
     """(line, full_length) for each non-empty line; a line over `max_bytes` keeps only its prefix.
 
     Memory stays bounded by one chunk plus `max_bytes`, however long a line is.
+    A `\r` before the newline (CRLF files) is not part of the line.
     """
-    pending = bytearray()
-    overflow = 0  # bytes of the current line dropped beyond max_bytes
+    kept = bytearray()  # the current line's first max_bytes bytes
+    length = 0  # the current line's full length so far
+
+    def finished():
+        line = bytes(kept)
+        if line.endswith(b"\r") and length == len(line):
+            return line[:-1], length - 1
+        return line, length
+
     for chunk in chunks:
         start = 0
-        while True:
+        while start <= len(chunk):
             end = chunk.find(b"\n", start)
+            piece = chunk[start:] if end < 0 else chunk[start:end]
+            kept += piece[:max(max_bytes - len(kept), 0)]
+            length += len(piece)
             if end < 0:
-                tail = chunk[start:]
-                room = max_bytes - len(pending)
-                pending += tail[:max(room, 0)]
-                overflow += max(len(tail) - max(room, 0), 0)
                 break
-            piece = chunk[start:end]
-            room = max_bytes - len(pending)
-            if not pending and not overflow and len(piece) <= max_bytes:
-                line, length = piece, len(piece)
-            else:
-                pending += piece[:max(room, 0)]
-                overflow += max(len(piece) - max(room, 0), 0)
-                line, length = bytes(pending), len(pending) + overflow
-                pending.clear()
-                overflow = 0
-            if line.endswith(b"\r") and length == len(line):
-                line, length = line[:-1], length - 1
-            if length:
-                yield line, length
+            line, full = finished()
+            if full:
+                yield line, full
+            kept.clear()
+            length = 0
             start = end + 1
-    if pending or overflow:
-        yield bytes(pending), len(pending) + overflow
+    line, full = finished()
+    if full:
+        yield line, full
 
 
 class ReadJsonLinesFn(beam.DoFn):

@@ -1,0 +1,81 @@
+import gzip
+import json
+
+import apache_beam as beam
+import fastavro
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+from hypothesis import given, strategies as st
+
+from sources.files import ReadRawLogs, check_patterns, format_of, split_lines
+
+RECORDS = [
+    {"event_id": "e1", "ad_id": "a1", "click_ts": 1767225600000, "country": "US"},
+    {"event_id": "e2", "ad_id": "a2", "click_ts": 1767225660000, "country": None},
+]
+
+
+def chunked(data, size):
+    return [data[i:i + size] for i in range(0, len(data), size)] or [b""]
+
+
+@given(st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")), max_size=20),
+       st.integers(1, 50), st.integers(1, 30))
+def test_split_lines_recovers_every_non_empty_line_across_chunk_boundaries(lines, chunk_size, max_bytes):
+    data = b"\n".join(lines)
+    expected = []
+    for line in lines:
+        length = len(line) - (1 if line.endswith(b"\r") and len(line) <= max_bytes else 0)
+        text = line[:length] if len(line) <= max_bytes else line[:max_bytes]
+        if length:
+            expected.append((text, length))
+    assert list(split_lines(chunked(data, chunk_size), max_bytes)) == expected
+
+
+def test_a_line_longer_than_the_limit_keeps_a_prefix_and_its_full_length():
+    data = b"x" * 5000 + b"\n{}\n"
+    assert list(split_lines(chunked(data, 7), max_bytes=100)) == [(b"x" * 100, 5000), (b"{}", 2)]
+
+
+def test_format_of_by_extension():
+    assert [format_of(p) for p in ("a/*.avro", "b.PARQUET", "c.jsonl.gz", "d*")] == ["avro", "parquet", "jsonl", "jsonl"]
+
+
+def test_a_pattern_matching_nothing_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no input file matches"):
+        check_patterns([str(tmp_path / "nothing-*.jsonl")])
+
+
+def read_all(patterns):
+    """(source file name, offset, payload as a dict) of every record the sources yield."""
+    def comparable(raw):
+        payload = raw.payload if isinstance(raw.payload, dict) else json.loads(raw.payload)
+        return raw.source.rsplit("/", 1)[-1], raw.offset, json.dumps(payload, sort_keys=True)
+    pipeline = TestPipeline()
+    records = pipeline | ReadRawLogs(patterns) | beam.Map(comparable)
+    return pipeline, records
+
+
+def test_jsonl_gzip_avro_and_parquet_yield_the_same_records(tmp_path):
+    (tmp_path / "a.jsonl").write_bytes(b"\n".join(json.dumps(r).encode() for r in RECORDS) + b"\n\n")
+    with gzip.open(tmp_path / "b.jsonl.gz", "wb") as handle:
+        handle.write(b"\r\n".join(json.dumps(r).encode() for r in RECORDS))
+    schema = fastavro.parse_schema({"type": "record", "name": "Click", "fields": [
+        {"name": "event_id", "type": "string"}, {"name": "ad_id", "type": "string"},
+        {"name": "click_ts", "type": "long"}, {"name": "country", "type": ["null", "string"]}]})
+    with open(tmp_path / "c.avro", "wb") as handle:
+        fastavro.writer(handle, schema, RECORDS)
+    pq.write_table(pa.Table.from_pylist(RECORDS), tmp_path / "d.parquet")
+
+    def key(name, offset, record):
+        return name, offset, json.dumps(record, sort_keys=True)
+
+    expected = ([key("a.jsonl", i + 1, r) for i, r in enumerate(RECORDS)]
+                + [key("b.jsonl.gz", i + 1, r) for i, r in enumerate(RECORDS)]
+                + [key("c.avro", -1, r) for r in RECORDS] + [key("d.parquet", -1, r) for r in RECORDS])
+    pipeline, records = read_all([str(tmp_path / "*.jsonl*"), str(tmp_path / "*.avro"), str(tmp_path / "*.parquet")])
+    assert_that(records, equal_to(expected))
+    pipeline.run()

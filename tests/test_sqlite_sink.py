@@ -1,0 +1,63 @@
+import sqlite3
+
+import apache_beam as beam
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+
+from sinks import sink_for, sqlite_path
+from sinks.sqlite import connect, write_rows
+from transforms.records import AdCount, FilterCount, TopAds
+
+PER_AD = [AdCount("a1", 0, 5), AdCount("a2", 0, 3), AdCount("a1", 60_000, 1)]
+PER_FILTER = [FilterCount("a1", 0, "country=US", 4), FilterCount("a1", 0, "country=unknown", 1)]
+TOP = [TopAds(0, (("a1", 5), ("a2", 3))), TopAds(60_000, (("a1", 1),))]
+
+
+def dump(path):
+    connection = sqlite3.connect(path)
+    return {table: sorted(connection.execute(f"SELECT * FROM {table}"))
+            for table in ("clicks_per_minute", "clicks_per_minute_by_filter", "top_ads")}
+
+
+def test_writing_the_same_results_twice_leaves_the_tables_unchanged(tmp_path):
+    path = str(tmp_path / "a.db")
+    write_rows(connect(path), PER_AD, PER_FILTER, TOP)
+    first = dump(path)
+    write_rows(connect(path), PER_AD, PER_FILTER, TOP)
+    assert dump(path) == first
+    assert first["clicks_per_minute"] == [("a1", 0, 5), ("a1", 60_000, 1), ("a2", 0, 3)]
+    assert first["top_ads"] == [(0, 1, "a1", 5), (0, 2, "a2", 3), (60_000, 1, "a1", 1)]
+
+
+def test_a_later_pane_replaces_the_count_and_the_ranking(tmp_path):
+    path = str(tmp_path / "a.db")
+    write_rows(connect(path), PER_AD, PER_FILTER, TOP)
+    write_rows(connect(path), [AdCount("a2", 0, 9)], [], [TopAds(0, (("a2", 9), ("a1", 5)))])
+    tables = dump(path)
+    assert ("a2", 0, 9) in tables["clicks_per_minute"]
+    assert [row for row in tables["top_ads"] if row[0] == 0] == [(0, 1, "a2", 9), (0, 2, "a1", 5)]
+
+
+def test_the_beam_sink_writes_every_table(tmp_path):
+    path = str(tmp_path / "beam.db")
+    pipeline = TestPipeline()
+    aggregates = {
+        "per_ad": pipeline | "PerAd" >> beam.Create(PER_AD),
+        "per_filter": pipeline | "PerFilter" >> beam.Create(PER_FILTER),
+        "top_ads": pipeline | "Top" >> beam.Create(TOP),
+    }
+    aggregates | sink_for(f"sqlite:///{path}")
+    pipeline.run()
+    write_rows(connect(str(tmp_path / "direct.db")), PER_AD, PER_FILTER, TOP)
+    assert dump(path) == dump(str(tmp_path / "direct.db"))
+
+
+@pytest.mark.parametrize("url", ["sqlite://host/x.db", "sqlite:///", "postgres:///x", "x.db"])
+def test_bad_sink_urls_are_clear_errors(url):
+    with pytest.raises(ValueError, match="sqlite:///PATH"):
+        sink_for(url)
+
+
+def test_sqlite_url_paths():
+    assert sqlite_path("sqlite:///rel/a.db") == "rel/a.db"
+    assert sqlite_path("sqlite:////abs/a.db") == "/abs/a.db"
