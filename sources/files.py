@@ -95,10 +95,9 @@ class ReadJsonLinesFn(beam.DoFn):
 
 
 class ReadJsonLines(beam.PTransform):
-    def expand(self, patterns):
+    def expand(self, files):
         return (
-            patterns
-            | "Match" >> fileio.MatchAll()
+            files
             | "Open" >> fileio.ReadMatches()
             | "Lines" >> beam.ParDo(ReadJsonLinesFn()))
 
@@ -115,22 +114,19 @@ class ReadTypedRecords(beam.PTransform):
         super().__init__()
         self._reader = reader
 
-    def expand(self, patterns):
+    def expand(self, files):
         return (
-            patterns
+            files
+            | "Paths" >> beam.Map(lambda metadata: metadata.path)
             | "Records" >> self._reader(with_filename=True)
             | "ToRawRecords" >> beam.Map(_typed_record))
 
 
-_READERS = {
-    "jsonl": ReadJsonLines,
-    "avro": lambda: ReadTypedRecords(ReadAllFromAvro),
-    "parquet": lambda: ReadTypedRecords(ReadAllFromParquet),
-}
-
-
 class ReadRawLogs(beam.PTransform):
-    """All records of the files matching `patterns`, each format read by its own reader."""
+    """All records of the files matching `patterns`, each file read by the reader of its format.
+
+    The format is the file's extension unless `fmt` names one for all files.
+    """
 
     def __init__(self, patterns: Sequence[str], fmt: str = "auto"):
         super().__init__()
@@ -138,14 +134,18 @@ class ReadRawLogs(beam.PTransform):
         self._format = fmt
 
     def expand(self, pbegin):
-        by_format = {}
-        for pattern in self._patterns:
-            fmt = format_of(pattern) if self._format == "auto" else self._format
-            by_format.setdefault(fmt, []).append(pattern)
-        parts = [
+        fmt = self._format
+
+        def format_index(metadata, _):
+            return FORMATS.index(format_of(metadata.path) if fmt == "auto" else fmt)
+
+        jsonl, avro, parquet = (
             pbegin
-            | f"Patterns{fmt.capitalize()}" >> beam.Create(patterns)
-            | f"Read{fmt.capitalize()}" >> _READERS[fmt]()
-            for fmt, patterns in sorted(by_format.items())
-        ]
-        return parts | "AllLogs" >> beam.Flatten()
+            | "Patterns" >> beam.Create(self._patterns)
+            | "Match" >> fileio.MatchAll()
+            | "ByFormat" >> beam.Partition(format_index, len(FORMATS)))
+        return (
+            (jsonl | "ReadJsonLines" >> ReadJsonLines(),
+             avro | "ReadAvro" >> ReadTypedRecords(ReadAllFromAvro),
+             parquet | "ReadParquet" >> ReadTypedRecords(ReadAllFromParquet))
+            | "AllLogs" >> beam.Flatten())
