@@ -7,7 +7,10 @@ import sys
 COMMANDS = {
     "replay": ("runners.replay", "replay raw logs (JSON lines, Avro, Parquet) through the DAG into a sink"),
     "generate": ("runners.generate", "write a synthetic click log with duplicates, disorder and malformed lines"),
+    "bench": ("runners.bench", "time the replay against DuckDB on the same generated log"),
     "top": ("runners.report", "print the top ads of the busiest minute in a SQLite sink"),
+    "bigtable": ("runners.bigtable", "create-table: set up the Bigtable sink's table and column families"),
+    "serve": ("runners.serve", "serve the query API and the dashboard over a sink (SQLite or Bigtable)"),
 }
 
 
