@@ -1,0 +1,264 @@
+"""Google Cloud Bigtable, the production sink: row keys for the two reads the API makes.
+
+One table holds three kinds of rows (docs/bigtable-and-serving.md explains why):
+
+  ad#{h4}#{ad_id}#{minute}      per ad, per minute: one ad over a time range is one scan
+  min#{b}#{minute}#{ad_id}      per minute, per ad: all ads of a minute are 16 scans in one request
+  top#{reversed minute}         the top N ads of a minute: one row; the newest minute sorts first
+
+`h4` is 4 hex digits of a hash of the ad_id and `b` its first digit (16 salt buckets), so
+no kind of high-volume row starts with a time and writes never pile onto one tablet.
+`minute` is the window start in epoch ms, 13 digits, zero-padded.
+
+Family `c` holds counts: qualifier `all` for every click, `country=US` (a filter) for one
+filter, each an 8-byte big-endian int64. Family `t` holds the ranking as JSON. Each cell is
+written with the pane's full (accumulated) value at a version (timestamp) equal to the
+window start, so a later pane, a retried bundle or a replay overwrites the same cell: the
+write is idempotent and never an increment.
+"""
+
+import datetime
+import hashlib
+import struct
+import warnings
+from dataclasses import dataclass
+from typing import Iterable, List, Optional, Tuple
+
+import apache_beam as beam
+import orjson
+from apache_beam.io.gcp.bigtableio import WriteToBigTable
+from apache_beam.metrics.metric import Metrics
+
+from transforms.records import AdCount, FilterCount, TopAds
+
+COUNTS = "c"
+TOP = "t"
+FAMILIES = (COUNTS, TOP)
+ALL_CLICKS = b"all"
+RANKING = b"ranking"
+SALT_BUCKETS = 16
+MINUTE_DIGITS = 13
+MAX_MINUTE = 10 ** MINUTE_DIGITS - 1
+AD_PREFIX, MINUTE_PREFIX, TOP_PREFIX = "ad#", "min#", "top#"
+ADMIN_TIMEOUT_SECONDS = 15
+_COUNT = struct.Struct(">q")
+
+# The client warns on every connection to the emulator; the emulator is what tests and local runs use.
+warnings.filterwarnings("ignore", message="Connecting to Bigtable emulator", category=RuntimeWarning)
+
+
+@dataclass(frozen=True)
+class TableRef:
+    """Where the aggregates live: `bigtable://PROJECT/INSTANCE/TABLE`."""
+    project: str
+    instance: str
+    table: str
+
+    @property
+    def url(self) -> str:
+        return f"bigtable://{self.project}/{self.instance}/{self.table}"
+
+
+def ad_hash(ad_id: str) -> str:
+    """4 hex digits, stable across processes and languages (BLAKE2b of the UTF-8 bytes)."""
+    return hashlib.blake2b(ad_id.encode("utf-8", "surrogatepass"), digest_size=2).hexdigest()
+
+
+def _minute(window_start: int) -> str:
+    if not 0 <= window_start <= MAX_MINUTE:
+        raise ValueError(f"window start {window_start} out of range")
+    return f"{window_start:0{MINUTE_DIGITS}d}"
+
+
+def ad_key(ad_id: str, window_start: int) -> bytes:
+    return f"{AD_PREFIX}{ad_hash(ad_id)}#{ad_id}#{_minute(window_start)}".encode("utf-8", "surrogatepass")
+
+
+def minute_key(window_start: int, ad_id: str) -> bytes:
+    bucket = ad_hash(ad_id)[0]
+    return f"{MINUTE_PREFIX}{bucket}#{_minute(window_start)}#{ad_id}".encode("utf-8", "surrogatepass")
+
+
+def top_key(window_start: int) -> bytes:
+    return f"{TOP_PREFIX}{_minute(MAX_MINUTE - window_start)}".encode()
+
+
+def parse_ad_key(key: bytes) -> Tuple[str, int]:
+    """(ad_id, window_start) of an `ad#` row; fixed-width parts make any ad_id unambiguous."""
+    text = key.decode("utf-8", "surrogatepass")
+    head = len(AD_PREFIX) + 5
+    return text[head:-MINUTE_DIGITS - 1], int(text[-MINUTE_DIGITS:])
+
+
+def parse_minute_key(key: bytes) -> Tuple[int, str]:
+    """(window_start, ad_id) of a `min#` row."""
+    text = key.decode("utf-8", "surrogatepass")
+    head = len(MINUTE_PREFIX) + 2
+    return int(text[head:head + MINUTE_DIGITS]), text[head + MINUTE_DIGITS + 1:]
+
+
+def parse_top_key(key: bytes) -> int:
+    return MAX_MINUTE - int(key.decode()[len(TOP_PREFIX):])
+
+
+def ad_range(ad_id: str, start: int, end: int) -> Tuple[bytes, bytes]:
+    """Row keys [first, last) of one ad's minutes in [start, end)."""
+    return ad_key(ad_id, start), ad_key(ad_id, end)
+
+
+def minute_ranges(start: int, end: int) -> List[Tuple[bytes, bytes]]:
+    """Row key ranges [first, last), one per salt bucket, of every ad's minutes in [start, end)."""
+    return [(f"{MINUTE_PREFIX}{bucket:x}#{_minute(start)}#".encode(),
+             f"{MINUTE_PREFIX}{bucket:x}#{_minute(end)}#".encode())
+            for bucket in range(SALT_BUCKETS)]
+
+
+def split_keys() -> List[bytes]:
+    """Initial tablet boundaries: one per salt bucket of each high-volume row kind."""
+    return ([f"{AD_PREFIX}{bucket:x}".encode() for bucket in range(1, SALT_BUCKETS)]
+            + [f"{MINUTE_PREFIX}{bucket:x}".encode() for bucket in range(SALT_BUCKETS)]
+            + [TOP_PREFIX.encode()])
+
+
+def encode_count(clicks: int) -> bytes:
+    return _COUNT.pack(clicks)
+
+
+def decode_count(value: bytes) -> int:
+    return _COUNT.unpack(value)[0]
+
+
+def encode_ranking(ranking) -> bytes:
+    return orjson.dumps([[ad_id, clicks] for ad_id, clicks in ranking])
+
+
+def decode_ranking(value: bytes) -> List[Tuple[str, int]]:
+    return [(ad_id, clicks) for ad_id, clicks in orjson.loads(value)]
+
+
+def window_version(window_start: int) -> datetime.datetime:
+    """The cell version of a window: its start, so every pane of it lands on the same cell."""
+    return datetime.datetime.fromtimestamp(window_start / 1000, datetime.timezone.utc)
+
+
+def count_cells(ad_id: str, window_start: int, qualifier: bytes, clicks: int):
+    """(row key, family, qualifier, value, version) of the two cells one count is written to."""
+    value, version = encode_count(clicks), window_version(window_start)
+    yield ad_key(ad_id, window_start), COUNTS, qualifier, value, version
+    yield minute_key(window_start, ad_id), COUNTS, qualifier, value, version
+
+
+def cells_of(aggregate) -> Iterable[tuple]:
+    """The cells an AdCount, FilterCount or TopAds is written as."""
+    if isinstance(aggregate, AdCount):
+        yield from count_cells(aggregate.ad_id, aggregate.window_start, ALL_CLICKS, aggregate.clicks)
+    elif isinstance(aggregate, FilterCount):
+        qualifier = aggregate.filter.encode("utf-8", "surrogatepass")
+        yield from count_cells(aggregate.ad_id, aggregate.window_start, qualifier, aggregate.clicks)
+    elif isinstance(aggregate, TopAds):
+        yield (top_key(aggregate.window_start), TOP, RANKING, encode_ranking(aggregate.ranking),
+               window_version(aggregate.window_start))
+    else:
+        raise TypeError(f"not an aggregate: {type(aggregate).__name__}")
+
+
+def direct_rows(aggregate):
+    """DirectRow mutations (one per cell) for WriteToBigTable."""
+    from google.cloud.bigtable.row import DirectRow
+    for key, family, qualifier, value, version in cells_of(aggregate):
+        row = DirectRow(key)
+        row.set_cell(family, qualifier, value, timestamp=version)
+        yield row
+
+
+def client(project: str, admin: bool = False):
+    """A Bigtable client; it honours BIGTABLE_EMULATOR_HOST."""
+    from google.cloud.bigtable import Client
+    return Client(project=project, admin=admin)
+
+
+class BigtableNotReady(ValueError):
+    """The table cannot take writes or serve reads: missing, missing families, unreachable."""
+
+
+def _describe_error(error: Exception) -> str:
+    message = getattr(error, "message", None) or str(error)
+    return " ".join(message.split())[:300]
+
+
+def check_table(ref: TableRef) -> None:
+    """Raises BigtableNotReady with a one-line reason unless the table and its families exist."""
+    from google.api_core import exceptions
+    from google.auth.exceptions import DefaultCredentialsError
+    from google.cloud.bigtable_admin_v2.types import Table
+    create = f"create it with: adclick bigtable create-table --sink {ref.url}"
+    try:
+        admin = client(ref.project, admin=True)
+        name = admin.instance(ref.instance).table(ref.table).name
+        table = admin.table_admin_client.get_table(
+            request={"name": name, "view": Table.View.SCHEMA_VIEW}, timeout=ADMIN_TIMEOUT_SECONDS)
+    except exceptions.NotFound:
+        raise BigtableNotReady(f"Bigtable table {ref.url} does not exist; {create}") from None
+    except (exceptions.GoogleAPICallError, exceptions.RetryError, DefaultCredentialsError) as error:
+        raise BigtableNotReady(f"cannot reach Bigtable table {ref.url}: {_describe_error(error)}") from None
+    missing = sorted(set(FAMILIES) - set(table.column_families))
+    if missing:
+        raise BigtableNotReady(
+            f"Bigtable table {ref.url} lacks column families {', '.join(missing)}; {create}")
+
+
+def create_table(ref: TableRef) -> List[str]:
+    """Creates the table and its families, pre-split on the salt buckets; idempotent.
+
+    Returns what it created (empty if everything was already there). Each family keeps one
+    version per cell: the version is the window, so older ones are only overwritten panes.
+    """
+    from google.api_core import exceptions
+    from google.cloud.bigtable import column_family
+    table = client(ref.project, admin=True).instance(ref.instance).table(ref.table)
+    gc_rule = column_family.MaxVersionsGCRule(1)
+    created = []
+    try:
+        table.create(initial_split_keys=split_keys(), column_families={name: gc_rule for name in FAMILIES})
+        created.append(f"table {ref.url} with families {', '.join(FAMILIES)}")
+    except exceptions.AlreadyExists:
+        for name in sorted(set(FAMILIES) - set(table.list_column_families())):
+            table.column_family(name, gc_rule).create()
+            created.append(f"column family {name}")
+    return created
+
+
+class _ToDirectRows(beam.DoFn):
+    """Aggregates -> DirectRow mutations, counting cells written."""
+
+    def __init__(self):
+        self.cells = Metrics.counter("adclick", "bigtable.cells")
+
+    def process(self, aggregate):
+        for row in direct_rows(aggregate):
+            self.cells.inc()
+            yield row
+
+
+class WriteToBigtable(beam.PTransform):
+    """Writes {"per_ad", "per_filter", "top_ads"} to a Bigtable table with Beam's WriteToBigTable.
+
+    The table is checked when the sink is built, before any pipeline runs. Transient errors
+    are retried with exponential backoff by the client's mutations batcher, and a failed
+    bundle is retried by the runner: both are safe because every write is idempotent.
+    """
+
+    def __init__(self, ref: TableRef, check: bool = True, flush_count: Optional[int] = None):
+        super().__init__()
+        if check:
+            check_table(ref)
+        self._ref = ref
+        self._flush_count = flush_count
+
+    def expand(self, aggregates):
+        extra = {"flush_count": self._flush_count} if self._flush_count else {}
+        return (
+            [aggregates["per_ad"], aggregates["per_filter"], aggregates["top_ads"]]
+            | "FlattenAggregates" >> beam.Flatten()
+            | "ToDirectRows" >> beam.ParDo(_ToDirectRows())
+            | "WriteToBigTable" >> WriteToBigTable(self._ref.project, self._ref.instance, self._ref.table, **extra))
