@@ -8,6 +8,7 @@ import sqlite3
 from pathlib import Path
 
 import apache_beam as beam
+import pyarrow as pa
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS clicks_per_minute (
@@ -70,7 +71,8 @@ def write_rows(connection: sqlite3.Connection, per_ad=(), per_filter=(), top_ads
 
 
 class _UpsertFn(beam.DoFn):
-    """Buffers a bundle's rows of one table and upserts them when the bundle ends."""
+    """Buffers a bundle's rows of one table and upserts them when the bundle ends; a
+    replay's Arrow table of rows is upserted at once."""
 
     def __init__(self, path: str, table: str):
         self._path = path
@@ -83,7 +85,10 @@ class _UpsertFn(beam.DoFn):
         self._rows = []
 
     def process(self, row):
-        self._rows.append(row)
+        if isinstance(row, pa.Table):
+            write_rows(self._connection, **{self._table: zip(*(column.to_pylist() for column in row.columns))})
+        else:
+            self._rows.append(row)
 
     def finish_bundle(self):
         if self._rows:

@@ -15,11 +15,11 @@ from apache_beam.io.avroio import ReadAllFromAvro
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.parquetio import ReadAllFromParquet
 
-from transforms.parse import MAX_RECORD_BYTES
-from transforms.records import RawRecord
+from transforms.parse import BATCH_SIZE, MAX_RECORD_BYTES
+from transforms.records import RawBatch, RawRecord
 
 FORMATS = ("jsonl", "avro", "parquet")
-CHUNK_BYTES = 1 << 20
+CHUNK_BYTES = 8 << 20
 PROGRESS_EVERY_LINES = 1_000_000
 
 
@@ -45,53 +45,65 @@ def check_patterns(patterns: Sequence[str]) -> None:
 
 
 def split_lines(chunks: Iterable[bytes], max_bytes: int = MAX_RECORD_BYTES):
-    """(line, full_length) for each non-empty line; a line over `max_bytes` keeps only its prefix.
+    """(line, full_length) for each line, empty ones too, so that callers can number them;
+    a line over `max_bytes` keeps only its prefix. The newline that ends the last line
+    does not start another.
 
     Memory stays bounded by one chunk plus `max_bytes`, however long a line is.
     A `\r` before the newline (CRLF files) is not part of the line.
     """
-    kept = bytearray()  # the current line's first max_bytes bytes
-    length = 0  # the current line's full length so far
+    head = b""  # the start of the line that runs past the current chunk (at most max_bytes)
+    dropped = 0  # bytes of that line beyond max_bytes
 
-    def finished():
-        line = bytes(kept)
+    def finished(line, length):
         if line.endswith(b"\r") and length == len(line):
             return line[:-1], length - 1
         return line, length
 
     for chunk in chunks:
-        start = 0
-        while start <= len(chunk):
-            end = chunk.find(b"\n", start)
-            piece = chunk[start:] if end < 0 else chunk[start:end]
-            kept += piece[:max(max_bytes - len(kept), 0)]
-            length += len(piece)
-            if end < 0:
-                break
-            line, full = finished()
-            if full:
-                yield line, full
-            kept.clear()
-            length = 0
-            start = end + 1
-    line, full = finished()
-    if full:
-        yield line, full
+        lines = chunk.split(b"\n")
+        rest = lines.pop()
+        if lines:
+            first = head + lines[0]
+            lines[0] = first[:max_bytes]
+            yield finished(lines[0], len(first) + dropped)
+            for line in lines[1:]:
+                if len(line) > max_bytes:
+                    yield line[:max_bytes], len(line)
+                else:
+                    yield finished(line, len(line))
+            head, dropped = b"", 0
+        head += rest
+        if len(head) > max_bytes:
+            dropped += len(head) - max_bytes
+            head = head[:max_bytes]
+    if head or dropped:
+        yield finished(head, len(head) + dropped)
 
 
 class ReadJsonLinesFn(beam.DoFn):
-    """Streams one matched file (gzip by extension) into numbered raw lines."""
+    """Streams one matched file (gzip by extension) into batches of numbered raw lines."""
 
     def process(self, readable_file):
         path = readable_file.metadata.path
         logging.info("reading %s (%d bytes)", path, readable_file.metadata.size_in_bytes)
         with readable_file.open(mime_type="application/octet-stream") as handle:
             chunks = iter(lambda: handle.read(CHUNK_BYTES), b"")
+            batch = RawBatch(path, [], [], {})
             for number, (line, length) in enumerate(split_lines(chunks), start=1):
+                if not length:
+                    continue  # an empty line is no record
+                if length > len(line):
+                    batch.oversize[len(batch.payloads)] = length
+                batch.offsets.append(number)
+                batch.payloads.append(line)
+                if len(batch.payloads) == BATCH_SIZE:
+                    yield batch
+                    batch = RawBatch(path, [], [], {})
                 if number % PROGRESS_EVERY_LINES == 0:
                     logging.info("%s: %d lines read", path, number)
-                oversize = length if length > len(line) else None
-                yield RawRecord(line, path, number, None, oversize)
+            if batch.payloads:
+                yield batch
 
 
 class ReadJsonLines(beam.PTransform):

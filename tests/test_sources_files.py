@@ -11,6 +11,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from hypothesis import given, strategies as st
 
 from sources.files import ReadRawLogs, check_patterns, format_of, split_lines
+from transforms.records import RawBatch, RawRecord
 
 RECORDS = [
     {"event_id": "e1", "ad_id": "a1", "click_ts": 1767225600000, "country": "US"},
@@ -24,20 +25,24 @@ def chunked(data, size):
 
 @given(st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")), max_size=20),
        st.integers(1, 50), st.integers(1, 30))
-def test_split_lines_recovers_every_non_empty_line_across_chunk_boundaries(lines, chunk_size, max_bytes):
+def test_split_lines_recovers_every_line_across_chunk_boundaries(lines, chunk_size, max_bytes):
     data = b"\n".join(lines)
     expected = []
     for line in lines:
         length = len(line) - (1 if line.endswith(b"\r") and len(line) <= max_bytes else 0)
-        text = line[:length] if len(line) <= max_bytes else line[:max_bytes]
-        if length:
-            expected.append((text, length))
+        expected.append((line[:length] if len(line) <= max_bytes else line[:max_bytes], length))
+    if lines and not lines[-1]:
+        expected.pop()  # a final newline ends the last line; it starts none
     assert list(split_lines(chunked(data, chunk_size), max_bytes)) == expected
 
 
 def test_a_line_longer_than_the_limit_keeps_a_prefix_and_its_full_length():
     data = b"x" * 5000 + b"\n{}\n"
     assert list(split_lines(chunked(data, 7), max_bytes=100)) == [(b"x" * 100, 5000), (b"{}", 2)]
+
+
+def test_empty_lines_keep_their_numbers():
+    assert list(split_lines([b"a\n\n\r\nb\n"])) == [(b"a", 1), (b"", 0), (b"", 0), (b"b", 1)]
 
 
 def test_format_of_by_extension():
@@ -51,16 +56,21 @@ def test_a_pattern_matching_nothing_is_a_clear_error(tmp_path):
 
 def read_all(patterns):
     """(source file name, offset, payload as a dict) of every record the sources yield."""
-    def comparable(raw):
-        payload = raw.payload if isinstance(raw.payload, dict) else json.loads(raw.payload)
-        return raw.source.rsplit("/", 1)[-1], raw.offset, json.dumps(payload, sort_keys=True)
+    def comparable(element):
+        if isinstance(element, RawBatch):
+            records = [RawRecord(p, element.source, o) for o, p in zip(element.offsets, element.payloads)]
+        else:
+            records = [element]
+        for raw in records:
+            payload = raw.payload if isinstance(raw.payload, dict) else json.loads(raw.payload)
+            yield raw.source.rsplit("/", 1)[-1], raw.offset, json.dumps(payload, sort_keys=True)
     pipeline = TestPipeline()
-    records = pipeline | ReadRawLogs(patterns) | beam.Map(comparable)
+    records = pipeline | ReadRawLogs(patterns) | beam.FlatMap(comparable)
     return pipeline, records
 
 
 def test_jsonl_gzip_avro_and_parquet_yield_the_same_records(tmp_path):
-    (tmp_path / "a.jsonl").write_bytes(b"\n".join(json.dumps(r).encode() for r in RECORDS) + b"\n\n")
+    (tmp_path / "a.jsonl").write_bytes(b"\n\n".join(json.dumps(r).encode() for r in RECORDS) + b"\n\n")
     with gzip.open(tmp_path / "b.jsonl.gz", "wb") as handle:
         handle.write(b"\r\n".join(json.dumps(r).encode() for r in RECORDS))
     schema = fastavro.parse_schema({"type": "record", "name": "Click", "fields": [
@@ -73,7 +83,7 @@ def test_jsonl_gzip_avro_and_parquet_yield_the_same_records(tmp_path):
     def key(name, offset, record):
         return name, offset, json.dumps(record, sort_keys=True)
 
-    expected = ([key("a.jsonl", i + 1, r) for i, r in enumerate(RECORDS)]
+    expected = ([key("a.jsonl", 2 * i + 1, r) for i, r in enumerate(RECORDS)]
                 + [key("b.jsonl.gz", i + 1, r) for i, r in enumerate(RECORDS)]
                 + [key("c.avro", -1, r) for r in RECORDS] + [key("d.parquet", -1, r) for r in RECORDS])
     pipeline, records = read_all([str(tmp_path / "*.jsonl*"), str(tmp_path / "*.avro"), str(tmp_path / "*.parquet")])

@@ -1,12 +1,18 @@
 """Per-window aggregates: clicks per ad, per ad and filter, and the top N ads.
 
-Clicks follow a Zipf law, so a few ads get most of them: the per-key combines
-spread each key over `hot_key_fanout` partial sums before the final one.
+Clicks follow a Zipf law, so a few ads get most of them. In a stream the
+per-key combines spread each key over `hot_key_fanout` partial sums before the
+final one. A replay counts Arrow batches: each shard of deduplicated clicks is
+counted on its own (a hot ad is spread over every shard), and the partial
+counts meet per minute, where one step sums them and ranks the minute's ads.
 """
 
 from typing import Sequence, Tuple
 
 import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from transforms.records import AdCount, FilterCount, TopAds
 
@@ -137,8 +143,94 @@ class TopAdsPerWindow(beam.PTransform):
             | "ToTopAds" >> beam.ParDo(_ToTopAds()))
 
 
+def filter_column(clicks: pa.Table, dimensions: Sequence[str]) -> pa.ChunkedArray:
+    """`filter_values` for a whole batch."""
+    parts = [pc.binary_join_element_wise(f"{name}=", pc.fill_null(clicks[name], UNKNOWN), "")
+             for name in sorted(dimensions)]
+    return parts[0] if len(parts) == 1 else pc.binary_join_element_wise(*parts, ",")
+
+
+def _count(table: pa.Table, keys) -> pa.Table:
+    return table.group_by(keys, use_threads=False).aggregate([([], "count_all")])
+
+
+def _by_window(table: pa.Table):
+    """(window_start, the rows of that window) — taken, not sliced, so each pickles alone."""
+    starts = table["window_start"].to_numpy()
+    order = np.argsort(starts, kind="stable")
+    bounds = np.flatnonzero(np.diff(starts[order])) + 1
+    for rows in np.split(order, bounds):
+        if len(rows):
+            yield int(starts[rows[0]]), table.take(rows)
+
+
+class _PartialCounts(beam.DoFn):
+    """A batch of unique clicks -> its partial counts per ad and per ad and filter, keyed by window."""
+
+    def __init__(self, filter_dimensions):
+        self._filter_dimensions = filter_dimensions
+
+    def process(self, clicks: pa.Table):
+        keys = clicks.select(["window_start", "ad_id"])
+        for window_start, part in _by_window(_count(keys, ["window_start", "ad_id"])):
+            yield window_start, ("per_ad", part)
+        for dimensions in self._filter_dimensions:
+            filtered = keys.append_column("filter", filter_column(clicks, dimensions))
+            for window_start, part in _by_window(_count(filtered, ["window_start", "ad_id", "filter"])):
+                yield window_start, ("per_filter", part)
+
+
+class _MergeWindow(beam.DoFn):
+    """All partial counts of one window -> its AdCount and FilterCount tables and its TopAds."""
+
+    def __init__(self, top_n: int):
+        self._top_n = top_n
+
+    def process(self, window_and_parts):
+        window_start, parts = window_and_parts
+        per_ad = self._sum([part for kind, part in parts if kind == "per_ad"], ["ad_id"], window_start)
+        yield beam.pvalue.TaggedOutput("per_ad", per_ad)
+        filter_parts = [part for kind, part in parts if kind == "per_filter"]
+        if filter_parts:
+            yield beam.pvalue.TaggedOutput("per_filter", self._sum(filter_parts, ["ad_id", "filter"], window_start))
+        best = per_ad.take(pc.sort_indices(per_ad, [("clicks", "descending"), ("ad_id", "ascending")])[:self._top_n])
+        ranking = tuple(zip(best["ad_id"].to_pylist(), best["clicks"].to_pylist()))
+        yield beam.pvalue.TaggedOutput("top_ads", TopAds(window_start, ranking))
+
+    @staticmethod
+    def _sum(parts, keys, window_start) -> pa.Table:
+        summed = pa.concat_tables(parts).group_by(keys, use_threads=False).aggregate([("count_all", "sum")])
+        columns = {"ad_id": summed["ad_id"], "window_start": pa.array(np.full(len(summed), window_start), pa.int64())}
+        if "filter" in keys:
+            columns["filter"] = summed["filter"]
+        columns["clicks"] = summed["count_all_sum"]
+        return pa.table(columns)
+
+
+class _CountBatches(beam.PTransform):
+    """Bounded input: batches of unique clicks with window_start -> per_ad and per_filter tables, top_ads rows."""
+
+    def __init__(self, filter_dimensions, top_n: int):
+        super().__init__()
+        self._filter_dimensions = filter_dimensions
+        self._top_n = top_n
+
+    def expand(self, clicks):
+        outputs = (
+            clicks
+            | "PartialCounts" >> beam.ParDo(_PartialCounts(self._filter_dimensions))
+            | "GatherWindows" >> beam.GroupByKey()
+            | "MergeWindows" >> beam.ParDo(_MergeWindow(self._top_n)).with_outputs("per_ad", "per_filter", "top_ads"))
+        return {name: outputs[name] for name in ("per_ad", "per_filter", "top_ads")}
+
+
 class AggregateClicks(beam.PTransform):
-    """Windowed clicks -> {"per_ad", "per_filter", "top_ads"} PCollections, what every sink takes."""
+    """Windowed clicks -> {"per_ad", "per_filter", "top_ads"} PCollections, what every sink takes.
+
+    In a stream their elements are AdCount, FilterCount and TopAds rows; in a
+    replay per_ad and per_filter carry Arrow tables of those rows
+    (`transforms.records.rows` reads either).
+    """
 
     def __init__(self, filter_dimensions: Sequence[Tuple[str, ...]], top_n: int, hot_key_fanout: int):
         super().__init__()
@@ -147,6 +239,8 @@ class AggregateClicks(beam.PTransform):
         self._fanout = hot_key_fanout
 
     def expand(self, clicks):
+        if clicks.is_bounded:
+            return clicks | "CountBatches" >> _CountBatches(self._filter_dimensions, self._top_n)
         per_ad = clicks | "PerAd" >> CountPerAd(self._fanout)
         return {
             "per_ad": per_ad,

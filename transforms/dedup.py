@@ -1,74 +1,104 @@
 """Count each event_id once: the first copy counts, the rest are duplicates.
 
-A replay (bounded input) is exact over the whole input: copies are combined per
-event_id before the shuffle, so a resend costs a counter, not a shuffled record.
+A replay (bounded input) is exact over the whole input: Arrow batches of clicks
+are split into shards by a stable hash of event_id, so every copy of an event
+meets its twins in one shard, where a sort finds the first copy of each.
 """
 
 from typing import Optional
 
 import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from apache_beam.metrics.metric import Metrics
-from apache_beam.transforms.window import TimestampedValue
+
+DEFAULT_SHARDS = 16
+# The copy that counts: the earliest click_ts, then the earliest ingestion; the rest only break ties.
+FIRST_COPY_ORDER = [(name, "ascending", "at_start")
+                    for name in ("event_id", "click_ts", "receive_ts", "ad_id", "country", "user_id", "ip")]
+_TAIL_BYTES = 16
 
 
-def _earliest(first, second):
-    """The copy that counts: the earliest click_ts, then the earliest ingestion, then by value."""
-    return min(first, second, key=lambda click: (click.click_ts, click.receive_ts or 0, click))
+def _mix(h: np.ndarray) -> np.ndarray:
+    """splitmix64's finalizer: every input bit moves every output bit."""
+    h = (h ^ (h >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    h = (h ^ (h >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return h ^ (h >> np.uint64(31))
 
 
-class FirstCopyFn(beam.CombineFn):
-    """Accumulates (the copy that counts, number of copies) for one event_id."""
+def stable_hash(strings) -> np.ndarray:
+    """A 64-bit hash of each non-null string, the same in every process and run.
 
-    def create_accumulator(self):
-        return None, 0
-
-    def add_input(self, accumulator, click):
-        first, copies = accumulator
-        return (click if first is None else _earliest(first, click)), copies + 1
-
-    def merge_accumulators(self, accumulators):
-        first, copies = None, 0
-        for other, other_copies in accumulators:
-            if other is not None:
-                first = other if first is None else _earliest(first, other)
-            copies += other_copies
-        return first, copies
-
-    def extract_output(self, accumulator):
-        return accumulator
+    Python's hash() is salted per process, so it cannot route a key to a shard.
+    This one mixes the length and the last 16 bytes (where ids differ: sequence
+    numbers, random suffixes), all in Arrow and numpy. Equal strings always
+    hash equal, which is all that correctness needs; the rest is balance.
+    """
+    if isinstance(strings, pa.ChunkedArray):
+        strings = strings.combine_chunks()
+    data = pc.cast(strings, pa.binary())
+    tail = pc.binary_slice(data, -_TAIL_BYTES)
+    padded = pc.binary_slice(pc.binary_join_element_wise(tail, pa.scalar(b"\0" * _TAIL_BYTES), b""), 0, _TAIL_BYTES)
+    fixed = pc.cast(padded, pa.binary(_TAIL_BYTES))
+    words = np.frombuffer(fixed.buffers()[1], dtype=np.uint64)[fixed.offset * 2:(fixed.offset + len(fixed)) * 2]
+    words = words.reshape(-1, 2)
+    lengths = pc.binary_length(data).to_numpy(zero_copy_only=False).astype(np.uint64)
+    return _mix(_mix(words[:, 0] ^ lengths) ^ words[:, 1])
 
 
-class EmitFirstCopyFn(beam.DoFn):
-    """Counts unique clicks and duplicates, and puts the click back at its event time."""
+class _ShardByEventId(beam.DoFn):
+    """Splits a batch of clicks into (shard, batch) by event_id; copies, not slices, so a
+    pickled part carries only its own rows."""
+
+    def __init__(self, shards: int):
+        self._shards = shards
+
+    def process(self, clicks: pa.Table):
+        shard_of_row = stable_hash(clicks["event_id"]) % np.uint64(self._shards)
+        for shard in np.unique(shard_of_row):
+            yield int(shard), clicks.take(np.flatnonzero(shard_of_row == shard))
+
+
+class _FirstCopies(beam.DoFn):
+    """All copies of the events of one shard -> the first copy of each, counted."""
 
     def __init__(self):
         self.unique = Metrics.counter("adclick", "unique")
         self.duplicates = Metrics.counter("adclick", "duplicates")
 
-    def process(self, event_id_and_copies):
-        _, (click, copies) = event_id_and_copies
-        self.unique.inc()
-        if copies > 1:
-            self.duplicates.inc(copies - 1)
-        yield TimestampedValue(click, click.click_ts / 1000)
+    def process(self, shard_and_batches):
+        _, batches = shard_and_batches
+        clicks = pa.concat_tables(batches)
+        order = pc.sort_indices(clicks, sort_keys=FIRST_COPY_ORDER).to_numpy()
+        event_ids = clicks["event_id"].take(order).combine_chunks()
+        first = np.ones(len(order), dtype=bool)
+        if len(order) > 1:
+            first[1:] = pc.not_equal(event_ids[1:], event_ids[:-1]).to_numpy(zero_copy_only=False)
+        unique = clicks.take(order[first])
+        self.unique.inc(len(unique))
+        self.duplicates.inc(len(clicks) - len(unique))
+        yield unique
 
 
 class DedupByEventId(beam.PTransform):
     """Drops resent copies of a click.
 
-    Bounded input: exact over the whole input. Unbounded input: state per
-    event_id that expires `ttl_seconds` of event time after the click.
+    Bounded input (Arrow batches of clicks): exact over the whole input, spread
+    over `shards`. Unbounded input (one Click per element): state per event_id
+    that expires `ttl_seconds` of event time after the click.
     """
 
-    def __init__(self, ttl_seconds: Optional[int] = None):
+    def __init__(self, ttl_seconds: Optional[int] = None, shards: int = DEFAULT_SHARDS):
         super().__init__()
         self._ttl_seconds = ttl_seconds
+        self._shards = shards
 
     def expand(self, clicks):
         if not clicks.is_bounded:
             raise NotImplementedError("streaming dedup arrives with the streaming source")
         return (
             clicks
-            | "KeyByEventId" >> beam.Map(lambda click: (click.event_id, click))
-            | "FirstCopy" >> beam.CombinePerKey(FirstCopyFn())
-            | "CountCopies" >> beam.ParDo(EmitFirstCopyFn()))
+            | "ShardByEventId" >> beam.ParDo(_ShardByEventId(self._shards))
+            | "GatherShards" >> beam.GroupByKey()
+            | "FirstCopies" >> beam.ParDo(_FirstCopies()))

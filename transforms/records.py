@@ -75,3 +75,28 @@ class TopAds(NamedTuple):
 
 def minute_start(epoch_ms: int) -> int:
     return epoch_ms - epoch_ms % MINUTE_MS
+
+
+class RawBatch(NamedTuple):
+    """Many raw records of one source, for bounded input: a replay moves batches, not records.
+
+    `payloads[i]` was read at `offsets[i]`; `oversize` maps an index to the full
+    length of a record cut to a prefix.
+    """
+    source: str
+    offsets: list
+    payloads: list
+    oversize: dict
+
+
+CLICK_FIELDS = Click._fields
+AD_COUNT_COLUMNS = AdCount._fields
+FILTER_COUNT_COLUMNS = FilterCount._fields
+
+
+def rows(element, row_type):
+    """The rows of an aggregate element: a `row_type` itself, or a pyarrow Table of them (a replay's batch)."""
+    if isinstance(element, row_type):
+        yield element
+    else:
+        yield from map(row_type._make, zip(*(element.column(name).to_pylist() for name in row_type._fields)))

@@ -1,15 +1,25 @@
 """One-minute event-time windows with early, on-time and late panes.
 
 Panes accumulate: each one carries the window's full count so far, so a sink
-that upserts the latest pane is always right and never double counts. A replay
-(bounded input) has all its data before the watermark passes any window, so it
-emits one final pane per window and needs no early firings.
+that upserts the latest pane is always right and never double counts.
+
+A replay (bounded input) has all its data before the watermark passes any
+window, so each window has one final pane and no trigger is needed: its Arrow
+batches get their window as a column, `window_start`, and the aggregates group
+by it.
 """
 
 import apache_beam as beam
+import pyarrow as pa
 from apache_beam.transforms import trigger
 from apache_beam.transforms.window import FixedWindows
 from apache_beam.utils.timestamp import Duration
+
+
+def with_window_start(clicks: pa.Table, size_ms: int) -> pa.Table:
+    """The batch with the start (epoch ms) of each click's fixed window."""
+    click_ts = clicks["click_ts"].to_numpy()
+    return clicks.append_column("window_start", pa.array(click_ts - click_ts % size_ms, pa.int64()))
 
 
 class WindowClicks(beam.PTransform):
@@ -25,7 +35,7 @@ class WindowClicks(beam.PTransform):
 
     def expand(self, clicks):
         if clicks.is_bounded:
-            return clicks | "FixedWindows" >> beam.WindowInto(FixedWindows(self._size_seconds))
+            return clicks | "WindowStartColumn" >> beam.Map(with_window_start, self._size_seconds * 1000)
         early = trigger.AfterProcessingTime(self._early_firing_seconds) if self._early_firing_seconds else None
         late = trigger.AfterCount(1) if self._allowed_lateness_seconds else None
         return clicks | "FixedWindows" >> beam.WindowInto(
