@@ -51,7 +51,8 @@ INSERT_TOP = "INSERT INTO top_ads (window_start, rank, ad_id, clicks) VALUES (?,
 def connect(path: str) -> sqlite3.Connection:
     """A connection with the schema in place; WAL so readers (the API) never block the writer."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    connection = sqlite3.connect(path, timeout=60)
+    # Runners may tear a DoFn down on another thread than the one that set it up.
+    connection = sqlite3.connect(path, timeout=60, check_same_thread=False)
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA synchronous=NORMAL")
     connection.executescript(SCHEMA)

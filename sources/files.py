@@ -155,6 +155,7 @@ class ReadRawLogs(beam.PTransform):
             pbegin
             | "Patterns" >> beam.Create(self._patterns)
             | "Match" >> fileio.MatchAll()
+            | "SpreadFiles" >> beam.Reshuffle()
             | "ByFormat" >> beam.Partition(format_index, len(FORMATS)))
         return (
             (jsonl | "ReadJsonLines" >> ReadJsonLines(),
