@@ -22,14 +22,14 @@ import hashlib
 import struct
 import warnings
 from dataclasses import dataclass
-from typing import Iterable, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import apache_beam as beam
 import orjson
 from apache_beam.io.gcp.bigtableio import WriteToBigTable
 from apache_beam.metrics.metric import Metrics
 
-from transforms.records import AdCount, FilterCount, TopAds
+from transforms.records import AdCount, FilterCount, TopAds, rows
 
 COUNTS = "c"
 TOP = "t"
@@ -40,7 +40,7 @@ SALT_BUCKETS = 16
 MINUTE_DIGITS = 13
 MAX_MINUTE = 10 ** MINUTE_DIGITS - 1
 AD_PREFIX, MINUTE_PREFIX, TOP_PREFIX = "ad#", "min#", "top#"
-ADMIN_TIMEOUT_SECONDS = 15
+CHECK_DEADLINE_SECONDS = 5  # retries of the check before a run, in all
 _COUNT = struct.Struct(">q")
 
 # The client warns on every connection to the emulator; the emulator is what tests and local runs use.
@@ -148,24 +148,27 @@ def count_cells(ad_id: str, window_start: int, qualifier: bytes, clicks: int):
     yield minute_key(window_start, ad_id), COUNTS, qualifier, value, version
 
 
-def cells_of(aggregate) -> Iterable[tuple]:
-    """The cells an AdCount, FilterCount or TopAds is written as."""
-    if isinstance(aggregate, AdCount):
-        yield from count_cells(aggregate.ad_id, aggregate.window_start, ALL_CLICKS, aggregate.clicks)
-    elif isinstance(aggregate, FilterCount):
-        qualifier = aggregate.filter.encode("utf-8", "surrogatepass")
-        yield from count_cells(aggregate.ad_id, aggregate.window_start, qualifier, aggregate.clicks)
-    elif isinstance(aggregate, TopAds):
-        yield (top_key(aggregate.window_start), TOP, RANKING, encode_ranking(aggregate.ranking),
-               window_version(aggregate.window_start))
-    else:
-        raise TypeError(f"not an aggregate: {type(aggregate).__name__}")
+def per_ad_cells(count: AdCount):
+    return count_cells(count.ad_id, count.window_start, ALL_CLICKS, count.clicks)
 
 
-def direct_rows(aggregate):
-    """DirectRow mutations (one per cell) for WriteToBigTable."""
+def per_filter_cells(count: FilterCount):
+    return count_cells(count.ad_id, count.window_start, count.filter.encode("utf-8", "surrogatepass"), count.clicks)
+
+
+def top_ads_cells(top: TopAds):
+    yield top_key(top.window_start), TOP, RANKING, encode_ranking(top.ranking), window_version(top.window_start)
+
+
+# The row type and cells of each aggregate the pipeline emits, by its key in the AggregateClicks dict.
+CELLS = {"per_ad": (AdCount, per_ad_cells), "per_filter": (FilterCount, per_filter_cells),
+         "top_ads": (TopAds, top_ads_cells)}
+
+
+def direct_rows(cells):
+    """DirectRow mutations, one per cell, for WriteToBigTable."""
     from google.cloud.bigtable.row import DirectRow
-    for key, family, qualifier, value, version in cells_of(aggregate):
+    for key, family, qualifier, value, version in cells:
         row = DirectRow(key)
         row.set_cell(family, qualifier, value, timestamp=version)
         yield row
@@ -188,7 +191,7 @@ def _describe_error(error: Exception) -> str:
 
 def check_table(ref: TableRef) -> None:
     """Raises BigtableNotReady with a one-line reason unless the table and its families exist."""
-    from google.api_core import exceptions
+    from google.api_core import exceptions, retry
     from google.auth.exceptions import DefaultCredentialsError
     from google.cloud.bigtable_admin_v2.types import Table
     create = f"create it with: adclick bigtable create-table --sink {ref.url}"
@@ -196,7 +199,8 @@ def check_table(ref: TableRef) -> None:
         admin = client(ref.project, admin=True)
         name = admin.instance(ref.instance).table(ref.table).name
         table = admin.table_admin_client.get_table(
-            request={"name": name, "view": Table.View.SCHEMA_VIEW}, timeout=ADMIN_TIMEOUT_SECONDS)
+            request={"name": name, "view": Table.View.SCHEMA_VIEW}, timeout=CHECK_DEADLINE_SECONDS,
+            retry=retry.Retry(retry.if_transient_error, initial=0.25, maximum=2, timeout=CHECK_DEADLINE_SECONDS))
     except exceptions.NotFound:
         raise BigtableNotReady(f"Bigtable table {ref.url} does not exist; {create}") from None
     except (exceptions.GoogleAPICallError, exceptions.RetryError, DefaultCredentialsError) as error:
@@ -229,15 +233,17 @@ def create_table(ref: TableRef) -> List[str]:
 
 
 class _ToDirectRows(beam.DoFn):
-    """Aggregates -> DirectRow mutations, counting cells written."""
+    """Aggregates of one kind -> DirectRow mutations, counting cells written."""
 
-    def __init__(self):
+    def __init__(self, kind: str):
+        self._row_type, self._cells_of = CELLS[kind]
         self.cells = Metrics.counter("adclick", "bigtable.cells")
 
-    def process(self, aggregate):
-        for row in direct_rows(aggregate):
-            self.cells.inc()
-            yield row
+    def process(self, element):
+        for aggregate in rows(element, self._row_type):  # a replay's elements are Arrow tables of rows
+            for row in direct_rows(self._cells_of(aggregate)):
+                self.cells.inc()
+                yield row
 
 
 class WriteToBigtable(beam.PTransform):
@@ -257,8 +263,8 @@ class WriteToBigtable(beam.PTransform):
 
     def expand(self, aggregates):
         extra = {"flush_count": self._flush_count} if self._flush_count else {}
+        labels = {"per_ad": "PerAdCells", "per_filter": "PerFilterCells", "top_ads": "TopAdsCells"}
         return (
-            [aggregates["per_ad"], aggregates["per_filter"], aggregates["top_ads"]]
-            | "FlattenAggregates" >> beam.Flatten()
-            | "ToDirectRows" >> beam.ParDo(_ToDirectRows())
+            [aggregates[kind] | label >> beam.ParDo(_ToDirectRows(kind)) for kind, label in labels.items()]
+            | "Flatten" >> beam.Flatten()
             | "WriteToBigTable" >> WriteToBigTable(self._ref.project, self._ref.instance, self._ref.table, **extra))

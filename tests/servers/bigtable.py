@@ -1,0 +1,92 @@
+"""The Cloud Bigtable emulator (cbtemulator) on a free loopback port, stopped by its PID."""
+
+import itertools
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+from tests.conftest import free_port
+
+CBTEMULATOR = (shutil.which("cbtemulator")
+               or "/usr/lib/google-cloud-sdk/platform/bigtable-emulator/cbtemulator")
+PROJECT, INSTANCE = "test-project", "test-instance"
+_tables = itertools.count()
+
+
+def start_emulator(port: int) -> subprocess.Popen:
+    """Starts cbtemulator on 127.0.0.1:port and waits until it accepts connections."""
+    if not os.access(CBTEMULATOR, os.X_OK):
+        pytest.skip("cbtemulator not installed (Debian package google-cloud-cli-bigtable-emulator)")
+    process = subprocess.Popen([CBTEMULATOR, "-host", "127.0.0.1", "-port", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"cbtemulator exited with {process.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return process
+        except OSError:
+            time.sleep(0.05)
+    stop_emulator(process)
+    raise RuntimeError("cbtemulator did not start listening within 20 s")
+
+
+def stop_emulator(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.kill(process.pid, signal.SIGTERM)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@pytest.fixture(scope="session")
+def bigtable_emulator():
+    """host:port of a running emulator; BIGTABLE_EMULATOR_HOST points at it meanwhile."""
+    port = free_port()
+    process = start_emulator(port)
+    host = f"127.0.0.1:{port}"
+    previous = os.environ.get("BIGTABLE_EMULATOR_HOST")
+    os.environ["BIGTABLE_EMULATOR_HOST"] = host
+    try:
+        yield host
+    finally:
+        if previous is None:
+            os.environ.pop("BIGTABLE_EMULATOR_HOST", None)
+        else:
+            os.environ["BIGTABLE_EMULATOR_HOST"] = previous
+        stop_emulator(process)
+
+
+def new_table_url(prefix: str = "clicks") -> str:
+    """A table URL no other test uses (the emulator is shared by the session)."""
+    return f"bigtable://{PROJECT}/{INSTANCE}/{prefix}-{os.getpid()}-{next(_tables)}"
+
+
+@pytest.fixture
+def bigtable_url(bigtable_emulator):
+    """A fresh, created table on the emulator, as a sink URL."""
+    from sinks import bigtable_table
+    from sinks.bigtable import create_table
+    url = new_table_url()
+    create_table(bigtable_table(url))
+    return url
+
+
+def all_cells(url: str) -> dict:
+    """Every cell of a table: {(row key, family, qualifier): [(version, value), ...]}, all versions."""
+    from sinks import bigtable_table
+    from sinks.bigtable import client
+    ref = bigtable_table(url)
+    table = client(ref.project).instance(ref.instance).table(ref.table)
+    return {(row.row_key, family, qualifier): [(cell.timestamp, cell.value) for cell in cells]
+            for row in table.read_rows()
+            for family, columns in row.cells.items()
+            for qualifier, cells in columns.items()}
