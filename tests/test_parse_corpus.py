@@ -232,7 +232,7 @@ def test_valid_edge_case_is_a_click(payload, fields):
 
 
 # Genuine bugs in transforms/parse.py, kept strict so that a fix turns them into failures to clean up.
-KNOWN_BUGS = [
+EDGE_VERDICTS = [
     pytest.param(line(country="\u00df"), "invalid_country", id="sharp-s-upper-is-SS"),
     pytest.param(line(country="\ufb06"), "invalid_country", id="st-ligature-upper-is-ST"),
     pytest.param(line(country="\u0131t"), "invalid_country", id="dotless-i-upper-is-IT"),
@@ -244,15 +244,14 @@ KNOWN_BUGS = [
 ]
 
 
-@pytest.mark.xfail(strict=True, reason="parse.py: non-ASCII country upper-cased into a code, ISO fraction "
-                                      "rounded across 2000-01-01, ints beyond 64 bits read as floats, BOM as not_utf8")
-@pytest.mark.parametrize("payload, reason", KNOWN_BUGS)
-def test_known_bug_verdicts(payload, reason):
+@pytest.mark.parametrize("payload, reason", EDGE_VERDICTS)
+def test_edge_verdicts(payload, reason):
+    """Non-ASCII text that upper-cases into a code, ISO fractions across 2000-01-01,
+    integers beyond 64 bits (which orjson reads as floats), a BOM (valid UTF-8)."""
     result = validate(payload)
     assert isinstance(result, Malformed) and result.reason == reason
 
 
-@pytest.mark.xfail(strict=True, reason="parse.py rounds ISO fractions to the nearest ms instead of truncating")
 @pytest.mark.parametrize("stamp, click_ts", [
     ("2099-12-31T23:59:59.9999Z", END_MS - 1),
     ("2026-01-01T00:00:59.9996Z", T0 + 59_999),
@@ -262,8 +261,6 @@ def test_iso_fractions_truncate_to_the_millisecond(stamp, click_ts):
     assert isinstance(result, Click) and result.click_ts == click_ts
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError,
-                   reason="payload_bytes cannot dump a dict orjson rejects, so dead_letter raises")
 @pytest.mark.parametrize("payload", [
     pytest.param({**BASE, "click_ts": 2 ** 70}, id="int-beyond-64-bits"),
     pytest.param({**BASE, "event_id": None, "ad_id": "\ud800"}, id="lone-surrogate"),

@@ -29,6 +29,9 @@ DEAD_LETTER_PREFIX_BYTES = 1024
 MAX_RECORD_BYTES = 1 << 20
 
 COUNTRY_CODES = frozenset(c.alpha_2 for c in pycountry.countries)
+EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+ONE_MS = datetime.timedelta(milliseconds=1)
+LARGEST_INT = 2 ** 63  # orjson reads integers beyond 64 bits as floats
 BATCH_SIZE = 50_000
 
 CLICK_SCHEMA = pa.schema([
@@ -74,6 +77,8 @@ def _click_ts(record: dict) -> int:
     value = record.get("click_ts")
     if value is None:
         raise _Invalid("missing_field", "click_ts is required")
+    if isinstance(value, float) and value == value and abs(value) >= LARGEST_INT:
+        raise _Invalid("out_of_range", "click_ts must be from 2000-01-01 to 2100-01-01 UTC")
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise _Invalid("wrong_type", f"click_ts must be epoch ms (integer) or ISO-8601, got {type(value).__name__}")
     if isinstance(value, str):
@@ -85,10 +90,7 @@ def _click_ts(record: dict) -> int:
             raise _Invalid("bad_timestamp", "click_ts is not an ISO-8601 timestamp") from None
         if parsed.tzinfo is None:
             raise _Invalid("bad_timestamp", "click_ts has no time zone")
-        try:
-            value = round(parsed.timestamp() * 1000)
-        except (OverflowError, ValueError):
-            raise _Invalid("out_of_range", "click_ts is out of range") from None
+        value = (parsed - EPOCH) // ONE_MS  # truncated like epoch ms: 59.9996 s is still second 59
     if not MIN_CLICK_TS <= value < MAX_CLICK_TS:
         raise _Invalid("out_of_range", "click_ts must be from 2000-01-01 to 2100-01-01 UTC")
     return value
@@ -117,10 +119,18 @@ def _country(record: dict) -> Optional[str]:
     value = _optional_string(record, "country")
     if value is None:
         return None
-    code = value.upper()
+    code = value.upper() if len(value) == 2 and value.isascii() else None
     if code not in COUNTRY_CODES:
         raise _Invalid("invalid_country", "country is not an ISO 3166-1 alpha-2 code")
     return code
+
+
+def _is_utf8(data: Union[bytes, str]) -> bool:
+    try:
+        data.decode("utf-8") if isinstance(data, bytes) else data.encode("utf-8")
+    except UnicodeError:
+        return False
+    return True
 
 
 def decode(payload: Union[bytes, str, dict]) -> Union[dict, Malformed]:
@@ -130,10 +140,9 @@ def decode(payload: Union[bytes, str, dict]) -> Union[dict, Malformed]:
     try:
         record = orjson.loads(payload)
     except orjson.JSONDecodeError as error:
-        message = str(error)
-        if "UTF-8" in message:
+        if not _is_utf8(payload):
             return Malformed("not_utf8", "the record is not valid UTF-8")
-        return Malformed("invalid_json", f"not valid JSON: {message[:200]}")
+        return Malformed("invalid_json", f"not valid JSON: {str(error)[:200]}")
     if not isinstance(record, dict):
         kind = "null" if record is None else type(record).__name__
         return Malformed("not_an_object", f"a click is a JSON object, got {kind}")
@@ -196,7 +205,10 @@ def payload_bytes(payload: Union[bytes, str, dict]) -> bytes:
         return payload
     if isinstance(payload, str):
         return payload.encode("utf-8", "surrogatepass")
-    return orjson.dumps(payload, default=repr, option=orjson.OPT_NON_STR_KEYS)
+    try:
+        return orjson.dumps(payload, default=repr, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:  # integers beyond 64 bits, lone surrogates: what JSON cannot hold, repr can
+        return repr(payload).encode("utf-8", "backslashreplace")
 
 
 def dead_letter(raw: RawRecord, malformed: Malformed) -> DeadLetter:
