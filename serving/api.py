@@ -1,0 +1,370 @@
+"""The query API (SPEC.md "Sinks and serving"), its Prometheus metrics and the dashboard.
+
+JSON conventions: every time, in and out, is a minute start in epoch milliseconds (UTC);
+ranges are [from, to) — `from` inclusive, `to` exclusive — and inputs that fall inside a
+minute are rounded down to its start (the answer echoes the rounded values). Inputs may also
+be ISO-8601 with a zone. Every error is `{"error": "<one line>"}` with a 4xx status (bad
+parameters: 400; unknown path: 404) or 503 when the store cannot answer.
+"""
+
+import datetime
+import logging
+import re
+import time
+from pathlib import Path as FilePath
+from typing import Callable, List, Optional
+
+import pycountry
+from fastapi import FastAPI, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from serving.store import Store, StoreUnavailable
+from transforms.aggregates import FILTER_DIMENSIONS, UNKNOWN
+from transforms.parse import COUNTRY_CODES, MAX_CLICK_TS, MAX_ID_LENGTH, MAX_OPTIONAL_LENGTH, MIN_CLICK_TS
+from transforms.records import MINUTE_MS, minute_start
+
+LOG = logging.getLogger(__name__)
+STATIC = FilePath(__file__).parent / "static"
+MAX_COUNT = 1000
+DEFAULT_MAX_WINDOW_MINUTES = 60
+MAX_RANGE_MINUTES = 31 * 24 * 60  # aggregated_count: one ad, a month of minutes at most
+MAX_SERIES_MINUTES = 24 * 60  # clicks_per_minute: one point per minute, a day at most
+EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+_EPOCH_MS = re.compile(r"-?[0-9]{1,16}")
+_TIME_HELP = "epoch milliseconds or ISO-8601 with a zone (2026-01-01T00:05:00Z); rounded down to its minute"
+_FILTER_HELP = "one filter, DIMENSION=VALUE[,DIMENSION=VALUE] over country, ip, user_id, e.g. country=US"
+
+
+class BadRequest(ValueError):
+    """A parameter the API cannot answer for; its message is the answer's error."""
+
+
+class ErrorAnswer(BaseModel):
+    error: str = Field(description="what was wrong, in one line")
+
+
+class AggregatedCount(BaseModel):
+    ad_id: str
+    from_: int = Field(alias="from", description="first minute counted, epoch ms (inclusive)")
+    to: int = Field(description="end of the range, epoch ms (exclusive)")
+    filter: Optional[str] = Field(description="the filter applied, normalized (country=US), or null")
+    count: int = Field(description="clicks of the ad in [from, to) for the filter")
+
+
+class PopularAds(BaseModel):
+    window_start: int = Field(description="first minute of the window, epoch ms (inclusive)")
+    window_end: int = Field(description="end of the window, epoch ms (exclusive): `at` + 1 minute")
+    ad_ids: List[str] = Field(description="most clicked first, ties by ad_id")
+    counts: List[int] = Field(description="clicks of each ad in `ad_ids` over the window")
+
+
+class ClicksPerMinute(BaseModel):
+    ad_id: str
+    from_: int = Field(alias="from")
+    to: int
+    filter: Optional[str]
+    minutes: List[int] = Field(description="every minute start in [from, to), epoch ms")
+    counts: List[int] = Field(description="clicks in each minute, 0 where there were none")
+
+
+class Status(BaseModel):
+    store: str
+    latest_minute: Optional[int] = Field(description="newest minute with clicks in the store, epoch ms")
+    last_complete_minute: int = Field(description="the default minute of the queries, epoch ms")
+    max_count: int
+    max_window_minutes: int
+    filter_dimensions: List[str]
+
+
+class Country(BaseModel):
+    code: str
+    name: str
+
+
+class Countries(BaseModel):
+    countries: List[Country]
+
+
+class Health(BaseModel):
+    status: str
+    store: str
+
+
+ERRORS = {
+    400: {"model": ErrorAnswer, "description": "bad parameters"},
+    503: {"model": ErrorAnswer, "description": "the store cannot answer now"},
+}
+
+
+def parse_time(text: str, name: str) -> int:
+    """Epoch ms of an epoch-ms or ISO-8601 (with zone) parameter, within 2000..2100 UTC."""
+    text = text.strip()
+    if _EPOCH_MS.fullmatch(text):
+        epoch_ms = int(text)
+    else:
+        try:
+            moment = datetime.datetime.fromisoformat(text) if len(text) <= 64 else None
+        except ValueError:
+            moment = None
+        if moment is None:
+            raise BadRequest(f"{name} must be {_TIME_HELP.split(';')[0]}, got {text[:40]!r}")
+        if moment.tzinfo is None:
+            raise BadRequest(f"{name} has no time zone: add Z for UTC or an offset such as +02:00")
+        epoch_ms = (moment - EPOCH) // datetime.timedelta(milliseconds=1)
+    if not MIN_CLICK_TS <= epoch_ms < MAX_CLICK_TS:
+        raise BadRequest(f"{name} must be from 2000-01-01 to 2100-01-01 UTC")
+    return epoch_ms
+
+
+def _filter_value(dimension: str, value: str) -> str:
+    if value.lower() == UNKNOWN:
+        return UNKNOWN
+    if len(value) > MAX_OPTIONAL_LENGTH:
+        raise BadRequest(f"filter value of {dimension} is longer than {MAX_OPTIONAL_LENGTH} characters")
+    if dimension == "country":
+        if value.upper() not in COUNTRY_CODES:
+            raise BadRequest(f"filter country={value[:40]} is not an ISO 3166-1 alpha-2 code (e.g. US) or unknown")
+        return value.upper()
+    if dimension == "ip":
+        import ipaddress
+        try:
+            return str(ipaddress.ip_address(value))
+        except ValueError:
+            raise BadRequest(f"filter ip={value[:40]} is not an IPv4 or IPv6 address") from None
+    return value
+
+
+def parse_filter(text: Optional[str]) -> Optional[str]:
+    """The filter as the sink stores it (`country=US`, dimensions sorted), None for none."""
+    if text is None or text == "":
+        return None
+    values = {}
+    for part in text.split(","):
+        dimension, equals, value = part.partition("=")
+        if not equals or not dimension or not value:
+            raise BadRequest(f"filter must be {_FILTER_HELP.split(', ', 1)[1]}; got {text[:60]!r}")
+        if dimension not in FILTER_DIMENSIONS:
+            raise BadRequest(f"unknown filter dimension {dimension[:40]!r}; known: {', '.join(FILTER_DIMENSIONS)}")
+        if dimension in values:
+            raise BadRequest(f"filter names {dimension} twice")
+        values[dimension] = _filter_value(dimension, value)
+    return ",".join(f"{dimension}={values[dimension]}" for dimension in sorted(values))
+
+
+def _time_query(name: str, meaning: str):
+    return Query(None, alias=name, max_length=64, description=f"{meaning}; {_TIME_HELP}")
+
+
+def _validation_message(error: RequestValidationError) -> str:
+    parts = []
+    for detail in error.errors()[:3]:
+        location = [str(part) for part in detail.get("loc", ()) if part not in ("query", "path", "body")]
+        parts.append(f"{'.'.join(location) or 'request'}: {detail.get('msg', 'invalid')}")
+    return "; ".join(parts)
+
+
+def _error(status: int, message: str, headers=None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+class _RequestMetrics:
+    """ASGI middleware: request counts by route template, method and status, and latency."""
+
+    def __init__(self, app, requests: Counter, latency: Histogram):
+        self.app = app
+        self._requests = requests
+        self._latency = latency
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        status = 500
+        started = time.perf_counter()
+
+        async def send_and_note_status(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note_status)
+        finally:
+            route = getattr(scope.get("route"), "path", None)
+            if route is None:
+                route = "/dashboard" if scope["path"].startswith("/dashboard") else "unmatched"
+            self._requests.labels(scope["method"], route, str(status)).inc()
+            self._latency.labels(scope["method"], route).observe(time.perf_counter() - started)
+
+
+class _StoreFreshness:
+    """A Prometheus collector: the newest minute in the store, read at scrape time."""
+
+    def __init__(self, store: Store):
+        self._store = store
+
+    def collect(self):
+        gauge = GaugeMetricFamily(
+            "adclick_store_latest_minute_timestamp_seconds",
+            "Start of the newest minute with clicks in the store (compare with time() for freshness)")
+        try:
+            latest = self._store.latest_minute()
+        except StoreUnavailable:
+            latest = None
+        if latest is not None:
+            gauge.add_metric([], latest / 1000)
+        yield gauge
+
+
+def create_app(store: Store, max_window_minutes: int = DEFAULT_MAX_WINDOW_MINUTES,
+               clock: Callable[[], float] = time.time) -> FastAPI:
+    """The API over `store`. `clock` (epoch seconds) decides the last complete minute."""
+    app = FastAPI(
+        title="adclick query API",
+        version="1",
+        description="Clicks per ad and minute, and the most clicked ads, from the adclick aggregates. " + __doc__,
+    )
+    registry = CollectorRegistry()
+    requests = Counter("adclick_api_requests", "API requests by route template, method and status",
+                       ["method", "route", "status"], registry=registry)
+    latency = Histogram("adclick_api_request_duration_seconds", "API request latency by route template",
+                        ["method", "route"], registry=registry,
+                        buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
+    registry.register(_StoreFreshness(store))
+    app.add_middleware(_RequestMetrics, requests=requests, latency=latency)
+    app.state.store = store
+
+    def last_complete_minute() -> int:
+        return minute_start(int(clock() * 1000)) - MINUTE_MS
+
+    def time_range(from_text: Optional[str], to_text: Optional[str], limit_minutes: int):
+        end = minute_start(parse_time(to_text, "to")) if to_text is not None else last_complete_minute() + MINUTE_MS
+        start = minute_start(parse_time(from_text, "from")) if from_text is not None else end - MINUTE_MS
+        if start > end:
+            raise BadRequest("from must not be after to")
+        if end - start > limit_minutes * MINUTE_MS:
+            raise BadRequest(f"from..to spans more than {limit_minutes} minutes")
+        return start, end
+
+    @app.exception_handler(BadRequest)
+    async def bad_request(request, error):
+        return _error(400, str(error))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_parameters(request, error):
+        return _error(400, _validation_message(error))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request, error):
+        return _error(error.status_code, str(error.detail), getattr(error, "headers", None))
+
+    @app.exception_handler(StoreUnavailable)
+    async def store_unavailable(request, error):
+        LOG.warning("store unavailable: %s", error)
+        return _error(503, f"the store cannot answer now: {error}")
+
+    @app.exception_handler(Exception)
+    async def internal_error(request, error):
+        LOG.exception("internal error on %s", request.url.path)
+        return _error(500, "internal error; see the server log")
+
+    ad_id_parameter = Path(min_length=1, max_length=MAX_ID_LENGTH, description="the ad, 1..256 characters")
+    filter_parameter = Query(None, alias="filter", description=_FILTER_HELP, max_length=600)
+
+    @app.get("/v1/ads/popular_ads", response_model=PopularAds, responses=ERRORS, tags=["queries"],
+             summary="The most clicked ads over the last `window` minutes up to `at`")
+    def popular_ads(
+            count: int = Query(100, ge=1, le=MAX_COUNT, description="how many ads"),
+            window: int = Query(1, ge=1, le=max_window_minutes, description="minutes, ending with the minute `at`"),
+            filter_text: Optional[str] = filter_parameter,
+            at: Optional[str] = _time_query("at", "the window's last minute; default: the last complete minute")):
+        last = minute_start(parse_time(at, "at")) if at is not None else last_complete_minute()
+        start, end = last - (window - 1) * MINUTE_MS, last + MINUTE_MS
+        ranking = store.top_ads(start, end, parse_filter(filter_text), count)
+        return {"window_start": start, "window_end": end,
+                "ad_ids": [ad_id for ad_id, _ in ranking], "counts": [clicks for _, clicks in ranking]}
+
+    @app.get("/v1/ads/{ad_id}/aggregated_count", response_model=AggregatedCount, responses=ERRORS,
+             tags=["queries"], summary="Clicks of one ad in the minutes [from, to)")
+    def aggregated_count(
+            ad_id: str = ad_id_parameter,
+            from_text: Optional[str] = _time_query("from", "first minute; default: `to` - 1 minute"),
+            to_text: Optional[str] = _time_query("to", "end (exclusive); default: the end of the last complete minute"),
+            filter_text: Optional[str] = filter_parameter):
+        start, end = time_range(from_text, to_text, MAX_RANGE_MINUTES)
+        normalized = parse_filter(filter_text)
+        return {"ad_id": ad_id, "from": start, "to": end, "filter": normalized,
+                "count": store.clicks(ad_id, start, end, normalized)}
+
+    @app.get("/v1/ads/{ad_id}/clicks_per_minute", response_model=ClicksPerMinute, responses=ERRORS,
+             tags=["dashboard"], summary="Clicks of one ad, minute by minute (for charts)")
+    def clicks_per_minute(
+            ad_id: str = ad_id_parameter,
+            from_text: Optional[str] = _time_query("from", "first minute; default: `to` - 1 minute"),
+            to_text: Optional[str] = _time_query("to", "end (exclusive); default: the end of the last complete minute"),
+            filter_text: Optional[str] = filter_parameter):
+        start, end = time_range(from_text, to_text, MAX_SERIES_MINUTES)
+        normalized = parse_filter(filter_text)
+        counts = store.clicks_per_minute(ad_id, start, end, normalized)
+        minutes = list(range(start, end, MINUTE_MS))
+        return {"ad_id": ad_id, "from": start, "to": end, "filter": normalized,
+                "minutes": minutes, "counts": [counts.get(minute, 0) for minute in minutes]}
+
+    @app.get("/v1/status", response_model=Status, responses={503: ERRORS[503]}, tags=["dashboard"],
+             summary="The newest minute in the store and the API's limits")
+    def status():
+        return {"store": store.kind, "latest_minute": store.latest_minute(),
+                "last_complete_minute": last_complete_minute(), "max_count": MAX_COUNT,
+                "max_window_minutes": max_window_minutes, "filter_dimensions": list(FILTER_DIMENSIONS)}
+
+    countries = sorted(({"code": country.alpha_2, "name": getattr(country, "common_name", country.name)}
+                        for country in pycountry.countries), key=lambda country: country["code"])
+
+    @app.get("/v1/countries", response_model=Countries, tags=["dashboard"],
+             summary="ISO 3166-1 alpha-2 codes a country filter takes")
+    def country_list():
+        return {"countries": countries}
+
+    @app.get("/healthz", response_model=Health, responses={503: ERRORS[503]}, tags=["operations"],
+             summary="200 when the store answers")
+    def healthz():
+        store.latest_minute()
+        return {"status": "ok", "store": store.kind}
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics",
+             response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+    def metrics():
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/", include_in_schema=False)
+    def root(request: Request):
+        query = request.url.query
+        return RedirectResponse("/dashboard/" + (f"?{query}" if query else ""))
+
+    app.mount("/dashboard", StaticFiles(directory=STATIC, html=True), name="dashboard")
+
+    def openapi():
+        """The schema with FastAPI's 422 replaced by the 400 {"error"} this API answers."""
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description,
+                                 routes=app.routes)
+            for operations in schema.get("paths", {}).values():
+                for operation in operations.values():
+                    responses = operation.get("responses", {})
+                    if responses.pop("422", None) is not None and "400" not in responses:
+                        responses["400"] = {"description": "bad parameters", "content": {"application/json": {
+                            "schema": {"$ref": "#/components/schemas/ErrorAnswer"}}}}
+            for name in ("HTTPValidationError", "ValidationError"):
+                schema.get("components", {}).get("schemas", {}).pop(name, None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi
+    return app

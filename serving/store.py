@@ -1,0 +1,220 @@
+"""What the query API reads, behind one interface with a SQLite and a Bigtable implementation.
+
+Both answer the same questions from the sink's tables, so the API answers the same on both:
+clicks of one ad per minute over a time range, clicks of every ad over a time range (for the
+top N over several minutes or with a filter), the stored top N of one minute, and the newest
+minute written. Times are epoch ms of minute starts; ranges are [start, end).
+"""
+
+import abc
+import heapq
+import os
+import sqlite3
+import threading
+from typing import Dict, List, Mapping, Optional, Tuple
+from urllib.parse import urlparse
+
+from sinks import BIGTABLE_SCHEME, SQLITE_SCHEME, bigtable_table, sqlite_path
+from transforms.records import MINUTE_MS
+
+Ranking = List[Tuple[str, int]]
+
+
+class StoreUnavailable(Exception):
+    """The store cannot answer now (unreachable, timed out): the API answers 503."""
+
+
+def rank(totals: Mapping[str, int], count: int) -> Ranking:
+    """The `count` ads with most clicks, ties by ad_id: the order of the sink's top_ads."""
+    return heapq.nsmallest(count, totals.items(), key=lambda item: (-item[1], item[0]))
+
+
+class Store(abc.ABC):
+    """Reads of the aggregates. Filters are normalized filter texts such as `country=US`."""
+
+    kind: str
+
+    @abc.abstractmethod
+    def clicks_per_minute(self, ad_id: str, start: int, end: int, filter_text: Optional[str]) -> Dict[int, int]:
+        """{minute: clicks} of one ad, minutes without clicks left out."""
+
+    @abc.abstractmethod
+    def clicks_by_ad(self, start: int, end: int, filter_text: Optional[str]) -> Dict[str, int]:
+        """{ad_id: clicks summed over the minutes in [start, end)} of every ad with clicks."""
+
+    @abc.abstractmethod
+    def top_of_minute(self, minute: int) -> Optional[Ranking]:
+        """The top N the pipeline stored for one minute, best first; None if none was."""
+
+    @abc.abstractmethod
+    def latest_minute(self) -> Optional[int]:
+        """The newest minute with any clicks; None for an empty store."""
+
+    def close(self) -> None:
+        """Releases connections."""
+
+    def clicks(self, ad_id: str, start: int, end: int, filter_text: Optional[str]) -> int:
+        return sum(self.clicks_per_minute(ad_id, start, end, filter_text).values())
+
+    def ranked(self, start: int, end: int, filter_text: Optional[str], count: int) -> Ranking:
+        """The top `count` ads summed over [start, end): reads every ad of every minute."""
+        return rank(self.clicks_by_ad(start, end, filter_text), count)
+
+    def top_ads(self, start: int, end: int, filter_text: Optional[str], count: int) -> Ranking:
+        """The top `count` ads over [start, end): the stored ranking of one minute where it
+        holds enough ads, else the sum of the per-minute rows."""
+        if filter_text is None and end - start == MINUTE_MS:
+            stored = self.top_of_minute(start)
+            if stored is not None and len(stored) >= count:
+                return stored[:count]
+        return self.ranked(start, end, filter_text, count)
+
+
+class SqliteStore(Store):
+    """The SQLite sink's tables, read with one query-only connection per thread."""
+
+    kind = "sqlite"
+
+    def __init__(self, path: str):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"no SQLite database at {path}: run `adclick replay --sink sqlite:///{path}` first")
+        from sinks.sqlite import connect
+        try:
+            connect(path).close()  # the schema, as the sink creates it, so an idle store answers zeros
+        except sqlite3.DatabaseError as error:
+            raise ValueError(f"{path} is not an adclick SQLite database: {error}") from None
+        self._path = path
+        self._local = threading.local()
+
+    def _connection(self) -> sqlite3.Connection:
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = sqlite3.connect(self._path, timeout=30, check_same_thread=False)
+            connection.execute("PRAGMA query_only = ON")
+            self._local.connection = connection
+        return connection
+
+    def _query(self, sql: str, parameters: tuple) -> list:
+        try:
+            return self._connection().execute(sql, parameters).fetchall()
+        except sqlite3.OperationalError as error:
+            raise StoreUnavailable(f"SQLite: {error}") from None
+
+    def clicks_per_minute(self, ad_id, start, end, filter_text):
+        if filter_text is None:
+            rows = self._query(
+                "SELECT window_start, clicks FROM clicks_per_minute"
+                " WHERE ad_id = ? AND window_start >= ? AND window_start < ?", (ad_id, start, end))
+        else:
+            rows = self._query(
+                "SELECT window_start, clicks FROM clicks_per_minute_by_filter"
+                " WHERE ad_id = ? AND window_start >= ? AND window_start < ? AND filter = ?",
+                (ad_id, start, end, filter_text))
+        return dict(rows)
+
+    def _totals_sql(self, filter_text):
+        if filter_text is None:
+            return ("SELECT ad_id, SUM(clicks) AS total FROM clicks_per_minute"
+                    " WHERE window_start >= ? AND window_start < ? GROUP BY ad_id", ())
+        return ("SELECT ad_id, SUM(clicks) AS total FROM clicks_per_minute_by_filter"
+                " WHERE window_start >= ? AND window_start < ? AND filter = ? GROUP BY ad_id", (filter_text,))
+
+    def clicks_by_ad(self, start, end, filter_text):
+        sql, extra = self._totals_sql(filter_text)
+        return dict(self._query(sql, (start, end) + extra))
+
+    def ranked(self, start, end, filter_text, count):
+        sql, extra = self._totals_sql(filter_text)
+        return [tuple(row) for row in self._query(
+            sql + " ORDER BY total DESC, ad_id LIMIT ?", (start, end) + extra + (count,))]
+
+    def top_of_minute(self, minute):
+        rows = self._query("SELECT ad_id, clicks FROM top_ads WHERE window_start = ? ORDER BY rank", (minute,))
+        return [tuple(row) for row in rows] or None
+
+    def latest_minute(self):
+        return self._query("SELECT MAX(window_start) FROM top_ads", ())[0][0]
+
+
+class BigtableStore(Store):
+    """The Bigtable sink's rows (see sinks/bigtable.py for the key design).
+
+    Every read has a deadline, so an unreachable Bigtable makes a 503, never a hung request.
+    """
+
+    kind = "bigtable"
+    READ_DEADLINE_SECONDS = 10.0
+
+    def __init__(self, ref):
+        from google.cloud.bigtable.table import DEFAULT_RETRY_READ_ROWS
+        from sinks import bigtable
+        bigtable.check_table(ref)
+        self._bt = bigtable
+        self._table = bigtable.client(ref.project).instance(ref.instance).table(ref.table)
+        self._retry = DEFAULT_RETRY_READ_ROWS.with_deadline(self.READ_DEADLINE_SECONDS)
+
+    def _counts_filter(self, filter_text):
+        from google.cloud.bigtable import row_filters
+        qualifier = self._bt.ALL_CLICKS if filter_text is None else filter_text.encode()
+        return row_filters.RowFilterChain([
+            row_filters.ColumnRangeFilter(self._bt.COUNTS, qualifier, qualifier),
+            row_filters.CellsColumnLimitFilter(1),
+        ])
+
+    def _read(self, **kwargs):
+        from google.api_core import exceptions
+        try:
+            return list(self._table.read_rows(retry=self._retry, **kwargs))
+        except (exceptions.GoogleAPICallError, exceptions.RetryError) as error:
+            raise StoreUnavailable(f"Bigtable: {' '.join(str(error).split())[:200]}") from None
+
+    def _count(self, row) -> int:
+        cells = next(iter(row.cells[self._bt.COUNTS].values()))
+        return self._bt.decode_count(cells[0].value)
+
+    def clicks_per_minute(self, ad_id, start, end, filter_text):
+        first, last = self._bt.ad_range(ad_id, start, end)
+        counts = {}
+        for row in self._read(start_key=first, end_key=last, filter_=self._counts_filter(filter_text)):
+            row_ad, minute = self._bt.parse_ad_key(row.row_key)
+            if row_ad == ad_id:  # an ad_id that extends this one with '#' can sort inside the range
+                counts[minute] = self._count(row)
+        return counts
+
+    def clicks_by_ad(self, start, end, filter_text):
+        from google.cloud.bigtable.row_set import RowSet
+        row_set = RowSet()
+        for first, last in self._bt.minute_ranges(start, end):
+            row_set.add_row_range_from_keys(first, last)
+        totals = {}
+        for row in self._read(row_set=row_set, filter_=self._counts_filter(filter_text)):
+            _, ad_id = self._bt.parse_minute_key(row.row_key)
+            totals[ad_id] = totals.get(ad_id, 0) + self._count(row)
+        return totals
+
+    def top_of_minute(self, minute):
+        from google.cloud.bigtable import row_filters
+        key = self._bt.top_key(minute)
+        rows = self._read(start_key=key, end_key=key, end_inclusive=True,
+                          filter_=row_filters.CellsColumnLimitFilter(1))
+        if not rows:
+            return None
+        return self._bt.decode_ranking(rows[0].cells[self._bt.TOP][self._bt.RANKING][0].value)
+
+    def latest_minute(self):
+        from google.cloud.bigtable import row_filters
+        prefix = self._bt.TOP_PREFIX.encode()
+        rows = self._read(start_key=prefix, end_key=prefix[:-1] + b"$", limit=1,
+                          filter_=row_filters.RowFilterChain([
+                              row_filters.CellsRowLimitFilter(1), row_filters.StripValueTransformerFilter(True)]))
+        return self._bt.parse_top_key(rows[0].row_key) if rows else None
+
+
+def open_store(url: str) -> Store:
+    """The store a sink URL names; raises ValueError / FileNotFoundError with a one-line reason."""
+    scheme = urlparse(url).scheme
+    if scheme == SQLITE_SCHEME:
+        return SqliteStore(sqlite_path(url))
+    if scheme == BIGTABLE_SCHEME:
+        return BigtableStore(bigtable_table(url))
+    raise ValueError(f"unknown sink {url!r}: expected sqlite:///PATH or bigtable://PROJECT/INSTANCE/TABLE")
