@@ -29,6 +29,7 @@ run: install
 	$(BIN)/adclick replay --input '$(SAMPLE_DIR)/clicks-*' --sink sqlite:///$(DB) \
 	  --dead-letter out/dead-letters.jsonl --summary out/summary.json
 	$(BIN)/adclick top --sink sqlite:///$(DB)
+	@echo 'dashboard and query API: $(BIN)/adclick serve --sink sqlite:///$(DB), then open http://127.0.0.1:8080/dashboard/'
 
 test: install system-deps
 	$(BIN)/python -m pytest
