@@ -1,10 +1,14 @@
 """The adclick DAG, the only one there is: a stream and a replay run this same code.
 
-raw records → parse/validate (dead letters aside) → event time → dedup by event_id
-→ one-minute event-time windows → aggregates (per ad, per ad and filter, top N) → sink.
+raw records → parse/validate (dead letters aside) → raw archive (optional) → clock skew
+check → event time → lateness check → dedup by event_id → one-minute event-time
+windows → aggregates (per ad, per ad and filter, top N per minute and over the
+last M minutes) → sink. Malformed, skewed and too-late records → dead letters.
 
 The source and the sinks are passed in: the middle never knows which ones it runs on.
 """
+
+from typing import Optional
 
 import apache_beam as beam
 
@@ -12,7 +16,11 @@ from pipelines.config import PipelineConfig
 from transforms.aggregates import AggregateClicks
 from transforms.dedup import DedupByEventId
 from transforms.event_time import StampEventTime
+from transforms.lateness import SetAsideTooLate
 from transforms.parse import DEAD_LETTER, VALID, ParseClicks
+from transforms.set_aside import SKEWED, TOO_LATE
+from transforms.skew import SetAsideSkewed
+from transforms.sliding_top import TopAdsSliding
 from transforms.windowing import WindowClicks
 
 
@@ -21,18 +29,34 @@ def build_pipeline(
         source: beam.PTransform,
         sink: beam.PTransform,
         dead_letter_sink: beam.PTransform,
-        config: PipelineConfig = PipelineConfig()) -> beam.Pipeline:
+        config: PipelineConfig = PipelineConfig(),
+        archive: Optional[beam.PTransform] = None) -> beam.Pipeline:
     """Adds the DAG to `pipeline` and returns it, ready to run."""
-    window, aggregates = config.window, config.aggregates
+    window, aggregates, stream = config.window, config.aggregates, config.stream
     parsed = pipeline | "ReadRaw" >> source | "Parse" >> ParseClicks()
-    clicks = (
-        parsed[VALID]
+    if archive is not None:
+        parsed[VALID] | "ArchiveRaw" >> archive
+    timely = parsed[VALID] | "CheckSkew" >> SetAsideSkewed(config.max_skew_seconds)
+    in_time = (
+        timely[VALID]
         | "StampEventTime" >> StampEventTime()
-        | "Dedup" >> DedupByEventId(config.dedup_ttl_seconds)
+        | "CheckLateness" >> SetAsideTooLate(
+            window.size_seconds, window.allowed_lateness_seconds, stream.lateness_shards))
+    clicks = (
+        in_time[VALID]
+        | "Dedup" >> DedupByEventId(
+            config.dedup_ttl_seconds, bucket_seconds=stream.dedup_bucket_seconds,
+            shards_per_bucket=stream.dedup_shards_per_bucket)
         | "Window" >> WindowClicks(
             window.size_seconds, window.allowed_lateness_seconds, window.early_firing_seconds))
-    (clicks
-     | "Aggregate" >> AggregateClicks(aggregates.filter_dimensions, aggregates.top_n, aggregates.hot_key_fanout)
-     | "WriteAggregates" >> sink)
-    parsed[DEAD_LETTER] | "WriteDeadLetters" >> dead_letter_sink
+    results = clicks | "Aggregate" >> AggregateClicks(
+        aggregates.filter_dimensions, aggregates.top_n, aggregates.hot_key_fanout)
+    if aggregates.sliding_minutes:
+        results["top_ads_sliding"] = results["per_ad"] | "TopAdsSliding" >> TopAdsSliding(
+            aggregates.sliding_minutes, aggregates.top_n, window.size_seconds, window.allowed_lateness_seconds,
+            window.early_firing_seconds, aggregates.hot_key_fanout)
+    results | "WriteAggregates" >> sink
+    ((parsed[DEAD_LETTER], timely[SKEWED], in_time[TOO_LATE])
+     | "AllDeadLetters" >> beam.Flatten()
+     | "WriteDeadLetters" >> dead_letter_sink)
     return pipeline

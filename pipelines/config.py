@@ -19,6 +19,16 @@ class AggregateConfig:
     filter_dimensions: Tuple[Tuple[str, ...], ...] = (("country",),)
     top_n: int = 100
     hot_key_fanout: int = 4
+    sliding_minutes: int = 5  # top N over the last M minutes, every minute; 0 for none
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """State of the unbounded steps (docs/streaming.md): dedup buckets of event time, each
+    spread over shards, and the shards that judge lateness."""
+    dedup_bucket_seconds: int = 60
+    dedup_shards_per_bucket: int = 64
+    lateness_shards: int = 8
 
 
 @dataclass(frozen=True)
@@ -26,3 +36,5 @@ class PipelineConfig:
     window: WindowConfig = field(default_factory=WindowConfig)
     aggregates: AggregateConfig = field(default_factory=AggregateConfig)
     dedup_ttl_seconds: Optional[int] = 3600
+    max_skew_seconds: int = 300  # a click_ts further ahead of its receive time is set aside
+    stream: StreamConfig = field(default_factory=StreamConfig)

@@ -26,10 +26,15 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--filters", default="country", type=_dimension_sets,
                        help="filter dimensions: combinations joined by ';', dimensions by '+' (default: country)")
     group.add_argument("--top-n", type=int, default=aggregates.top_n)
+    group.add_argument("--top-sliding-minutes", type=int, default=aggregates.sliding_minutes,
+                       help="also rank the top N over the last M minutes, every minute; 0 for none (default: 5)")
     group.add_argument("--hot-key-fanout", type=int, default=aggregates.hot_key_fanout)
+    group.add_argument("--max-skew-seconds", type=int, default=PipelineConfig().max_skew_seconds,
+                       help="set aside clicks stamped further ahead of their receive time (default: 300)")
 
 
 def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
     return PipelineConfig(
         window=WindowConfig(args.window_seconds, args.allowed_lateness_seconds, args.early_firing_seconds),
-        aggregates=AggregateConfig(args.filters, args.top_n, args.hot_key_fanout))
+        aggregates=AggregateConfig(args.filters, args.top_n, args.hot_key_fanout, args.top_sliding_minutes),
+        max_skew_seconds=args.max_skew_seconds)

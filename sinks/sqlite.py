@@ -34,6 +34,14 @@ CREATE TABLE IF NOT EXISTS top_ads (
     clicks INTEGER NOT NULL,
     PRIMARY KEY (window_start, rank)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS top_ads_sliding (
+    window_end INTEGER NOT NULL,
+    minutes INTEGER NOT NULL,
+    rank INTEGER NOT NULL,
+    ad_id TEXT NOT NULL,
+    clicks INTEGER NOT NULL,
+    PRIMARY KEY (window_end, minutes, rank)
+) WITHOUT ROWID;
 """
 
 UPSERT_PER_AD = """
@@ -46,6 +54,8 @@ ON CONFLICT (ad_id, window_start, filter) DO UPDATE SET clicks = excluded.clicks
 """
 DELETE_TOP = "DELETE FROM top_ads WHERE window_start = ?"
 INSERT_TOP = "INSERT INTO top_ads (window_start, rank, ad_id, clicks) VALUES (?, ?, ?, ?)"
+DELETE_TOP_SLIDING = "DELETE FROM top_ads_sliding WHERE window_end = ? AND minutes = ?"
+INSERT_TOP_SLIDING = "INSERT INTO top_ads_sliding (window_end, minutes, rank, ad_id, clicks) VALUES (?, ?, ?, ?, ?)"
 
 
 def connect(path: str) -> sqlite3.Connection:
@@ -59,8 +69,8 @@ def connect(path: str) -> sqlite3.Connection:
     return connection
 
 
-def write_rows(connection: sqlite3.Connection, per_ad=(), per_filter=(), top_ads=()) -> None:
-    """Upserts aggregate rows in one transaction."""
+def write_rows(connection: sqlite3.Connection, per_ad=(), per_filter=(), top_ads=(), top_ads_sliding=()) -> None:
+    """Upserts aggregate rows in one transaction; a ranking replaces its window's whole ranking."""
     with connection:
         connection.executemany(UPSERT_PER_AD, per_ad)
         connection.executemany(UPSERT_PER_FILTER, per_filter)
@@ -69,6 +79,12 @@ def write_rows(connection: sqlite3.Connection, per_ad=(), per_filter=(), top_ads
             connection.executemany(
                 INSERT_TOP,
                 [(top.window_start, rank, ad_id, clicks) for rank, (ad_id, clicks) in enumerate(top.ranking, 1)])
+        for top in top_ads_sliding:
+            connection.execute(DELETE_TOP_SLIDING, (top.window_end, top.minutes))
+            connection.executemany(
+                INSERT_TOP_SLIDING,
+                [(top.window_end, top.minutes, rank, ad_id, clicks)
+                 for rank, (ad_id, clicks) in enumerate(top.ranking, 1)])
 
 
 class _UpsertFn(beam.DoFn):
@@ -101,7 +117,7 @@ class _UpsertFn(beam.DoFn):
 
 
 class WriteToSqlite(beam.PTransform):
-    """Writes {"per_ad", "per_filter", "top_ads"} to the SQLite database at `path`."""
+    """Writes {"per_ad", "per_filter", "top_ads"[, "top_ads_sliding"]} to the SQLite database at `path`."""
 
     def __init__(self, path: str):
         super().__init__()
@@ -109,8 +125,9 @@ class WriteToSqlite(beam.PTransform):
         connect(path).close()
 
     def expand(self, aggregates):
-        labels = {"per_ad": "UpsertPerAd", "per_filter": "UpsertPerFilter", "top_ads": "ReplaceTopAds"}
+        labels = {"per_ad": "UpsertPerAd", "per_filter": "UpsertPerFilter", "top_ads": "ReplaceTopAds",
+                  "top_ads_sliding": "ReplaceTopAdsSliding"}
         return {
             table: aggregates[table] | label >> beam.ParDo(_UpsertFn(self._path, table))
-            for table, label in labels.items()
+            for table, label in labels.items() if table in aggregates
         }

@@ -3,6 +3,16 @@
 A replay (bounded input) is exact over the whole input: Arrow batches of clicks
 are split into shards by a stable hash of event_id, so every copy of an event
 meets its twins in one shard, where a sort finds the first copy of each.
+
+A stream (unbounded input) remembers the event_ids it has seen for `ttl_seconds`
+of event time. State that scales: the ids of one event-time bucket
+(`bucket_seconds` of click_ts) are spread over `shards_per_bucket` keys, each a
+set of ids with one timer that forgets the whole set once the watermark passes
+the bucket's end plus the TTL. Beam's DeduplicatePerKey keeps a state cell and a
+timer per event_id instead, which costs a timer firing per click. A copy that
+arrives after its bucket was forgotten counts again, as with DeduplicatePerKey;
+in the DAG the TTL outlives the allowed lateness, so such a copy is too late
+before it can be counted twice (docs/streaming.md).
 """
 
 from typing import Optional
@@ -11,9 +21,17 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from apache_beam.coders import StrUtf8Coder
 from apache_beam.metrics.metric import Metrics
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import SetStateSpec, TimerSpec, on_timer
+from apache_beam.utils.timestamp import Timestamp
+
+from transforms.lateness import shard_of
 
 DEFAULT_SHARDS = 16
+DEFAULT_BUCKET_SECONDS = 60
+DEFAULT_SHARDS_PER_BUCKET = 64
 # The copy that counts: the earliest click_ts, then the earliest ingestion; the rest only break ties.
 FIRST_COPY_ORDER = [(name, "ascending", "at_start")
                     for name in ("event_id", "click_ts", "receive_ts", "ad_id", "country", "user_id", "ip")]
@@ -81,22 +99,67 @@ class _FirstCopies(beam.DoFn):
         yield unique
 
 
+class _FirstCopyInBucketFn(beam.DoFn):
+    """Per (bucket, shard) key: the event_ids seen, forgotten together when the TTL has passed."""
+
+    SEEN = SetStateSpec("seen", StrUtf8Coder())
+    FORGET = TimerSpec("forget", TimeDomain.WATERMARK)
+
+    def __init__(self, bucket_ms: int, ttl_ms: int):
+        self._bucket_ms = bucket_ms
+        self._ttl_ms = ttl_ms
+
+    def setup(self):
+        self.unique = Metrics.counter("adclick", "unique")
+        self.duplicates = Metrics.counter("adclick", "duplicates")
+
+    def process(self, key_and_click, seen=beam.DoFn.StateParam(SEEN), forget=beam.DoFn.TimerParam(FORGET)):
+        (bucket_start, _), click = key_and_click
+        if click.event_id in seen.read():
+            self.duplicates.inc()
+            return
+        seen.add(click.event_id)
+        # The bucket's last millisecond plus the TTL: with 1 ms buckets, exactly DeduplicatePerKey's expiry.
+        forget.set(Timestamp(micros=(bucket_start + self._bucket_ms - 1 + self._ttl_ms) * 1_000))
+        self.unique.inc()
+        yield click
+
+    @on_timer(FORGET)
+    def forget_bucket(self, seen=beam.DoFn.StateParam(SEEN)):
+        seen.clear()
+
+
 class DedupByEventId(beam.PTransform):
     """Drops resent copies of a click.
 
     Bounded input (Arrow batches of clicks): exact over the whole input, spread
-    over `shards`. Unbounded input (one Click per element): state per event_id
-    that expires `ttl_seconds` of event time after the click.
+    over `shards`. Unbounded input (one Click per element, stamped with its
+    click_ts): the event_ids of each `bucket_seconds` of event time, over
+    `shards_per_bucket` keys, remembered until the watermark passes the bucket's
+    end plus `ttl_seconds`.
     """
 
-    def __init__(self, ttl_seconds: Optional[int] = None, shards: int = DEFAULT_SHARDS):
+    def __init__(self, ttl_seconds: Optional[int] = None, shards: int = DEFAULT_SHARDS,
+                 bucket_seconds: float = DEFAULT_BUCKET_SECONDS, shards_per_bucket: int = DEFAULT_SHARDS_PER_BUCKET):
         super().__init__()
         self._ttl_seconds = ttl_seconds
         self._shards = shards
+        self._bucket_ms = max(1, round(bucket_seconds * 1000))
+        self._shards_per_bucket = shards_per_bucket
 
     def expand(self, clicks):
         if not clicks.is_bounded:
-            raise NotImplementedError("streaming dedup arrives with the streaming source")
+            if self._ttl_seconds is None:
+                raise ValueError("a stream's dedup needs a TTL: its state must expire")
+            bucket_ms, shards = self._bucket_ms, self._shards_per_bucket
+
+            def bucket_and_shard(click):
+                return (click.click_ts - click.click_ts % bucket_ms, shard_of(click.event_id, shards)), click
+
+            return (
+                clicks
+                | "KeyByBucketAndShard" >> beam.Map(bucket_and_shard)
+                | "FirstCopyInBucket" >> beam.ParDo(_FirstCopyInBucketFn(bucket_ms, self._ttl_seconds * 1000)))
         return (
             clicks
             | "ShardByEventId" >> beam.ParDo(_ShardByEventId(self._shards))

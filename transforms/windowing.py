@@ -15,6 +15,8 @@ from apache_beam.transforms import trigger
 from apache_beam.transforms.window import FixedWindows
 from apache_beam.utils.timestamp import Duration
 
+LATENESS_GRACE_SECONDS = 10
+
 
 def with_window_start(clicks: pa.Table, size_ms: int) -> pa.Table:
     """The batch with the start (epoch ms) of each click's fixed window."""
@@ -36,10 +38,22 @@ class WindowClicks(beam.PTransform):
     def expand(self, clicks):
         if clicks.is_bounded:
             return clicks | "WindowStartColumn" >> beam.Map(with_window_start, self._size_seconds * 1000)
-        early = trigger.AfterProcessingTime(self._early_firing_seconds) if self._early_firing_seconds else None
-        late = trigger.AfterCount(1) if self._allowed_lateness_seconds else None
-        return clicks | "FixedWindows" >> beam.WindowInto(
-            FixedWindows(self._size_seconds),
-            trigger=trigger.AfterWatermark(early=early, late=late),
-            accumulation_mode=trigger.AccumulationMode.ACCUMULATING,
-            allowed_lateness=Duration(seconds=self._allowed_lateness_seconds))
+        return clicks | "FixedWindows" >> stream_windowing(
+            FixedWindows(self._size_seconds), self._allowed_lateness_seconds, self._early_firing_seconds)
+
+
+def stream_windowing(window_fn, allowed_lateness_seconds: int, early_firing_seconds: int) -> beam.WindowInto:
+    """Unbounded windowing: early panes, the on-time pane, one pane per late click, accumulating.
+
+    The runner keeps each window `LATENESS_GRACE_SECONDS` beyond the allowed
+    lateness. `SetAsideTooLate` upstream judges lateness against the watermark
+    it has observed, which may trail the runner's by a probe step; whatever it
+    lets through must still find its window open, never be dropped unseen.
+    """
+    early = trigger.AfterProcessingTime(early_firing_seconds) if early_firing_seconds else None
+    late = trigger.AfterCount(1) if allowed_lateness_seconds else None
+    return beam.WindowInto(
+        window_fn,
+        trigger=trigger.AfterWatermark(early=early, late=late),
+        accumulation_mode=trigger.AccumulationMode.ACCUMULATING,
+        allowed_lateness=Duration(seconds=allowed_lateness_seconds + LATENESS_GRACE_SECONDS))

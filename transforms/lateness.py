@@ -1,0 +1,136 @@
+"""Clicks too late for their window are set aside and counted, never dropped without a trace.
+
+A runner silently drops an element whose window has expired: window end plus
+allowed lateness behind the watermark. This step judges each click first, so
+what the runner would drop leaves here instead, as a `too_late` dead letter
+(the raw archive keeps the click too; a replay restates its window).
+
+User code cannot read the watermark, but an event-time timer fires once the
+watermark reaches it. Each shard keeps a ladder of probe timers at
+`horizon + step * 2**j`: every firing raises the horizon (a time the watermark
+is known to have reached) and re-arms the ladder above it, so after a jump of
+the watermark the horizon closes in on it in log2(jump / step) firings.
+Runners fire due timers before they take more input (the DirectRunner reads
+its sources only when no timer is due; Flink and Dataflow fire timers as the
+watermark arrives), so clicks are judged against a horizon within one step of
+the watermark. A click whose window closed before the horizon is too late;
+any other goes on, and the windowing keeps each window a grace period past
+the allowed lateness (`windowing.LATENESS_GRACE_SECONDS`, more than a step)
+so that what passes here is always counted.
+
+A bounded input (a replay) has nothing late: its watermark moves only after
+all of it is read.
+"""
+
+import datetime
+import math
+import zlib
+
+import apache_beam as beam
+from apache_beam.coders import VarIntCoder
+from apache_beam.metrics.metric import Metrics
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import MIN_TIMESTAMP, Timestamp
+
+from transforms.parse import VALID
+from transforms.records import Click
+from transforms.set_aside import TOO_LATE, set_aside
+
+PROBE_STEP_MS = 1_000
+DEFAULT_SHARDS = 8
+_FLOOR_MS = math.ceil(MIN_TIMESTAMP.micros / 1_000_000) * 1_000  # whole seconds, so probes land on them
+_CEILING_MS = GlobalWindow().max_timestamp().micros // 1_000
+
+
+def _iso(epoch_ms: int) -> str:
+    if epoch_ms <= _FLOOR_MS:
+        return "the start"
+    moment = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc) + datetime.timedelta(milliseconds=epoch_ms)
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def shard_of(event_id: str, shards: int) -> int:
+    """A shard that is the same in every process (Python's hash() is salted per process)."""
+    return zlib.crc32(event_id.encode("utf-8", "surrogatepass")) % shards
+
+
+def _arm(probe, horizon_ms: int) -> None:
+    """Probe timers above the horizon, one step, two, four... up to the end of time."""
+    j, at = 0, horizon_ms + PROBE_STEP_MS
+    while at <= _CEILING_MS:
+        probe.set(Timestamp(micros=at * 1_000), dynamic_timer_tag=str(j))
+        j, at = j + 1, horizon_ms + (PROBE_STEP_MS << (j + 1))
+
+
+class _TooLateFn(beam.DoFn):
+    """Per shard: the watermark horizon its probes have seen, and the verdict on each click."""
+
+    HORIZON = ReadModifyWriteStateSpec("horizon", VarIntCoder())
+    PROBE = TimerSpec("probe", TimeDomain.WATERMARK)
+
+    def __init__(self, window_seconds: int, allowed_lateness_seconds: int):
+        self._window_ms = window_seconds * 1_000
+        self._lateness_ms = allowed_lateness_seconds * 1_000
+        self._lateness_seconds = allowed_lateness_seconds
+
+    def setup(self):
+        self._too_late = Metrics.counter("adclick", "too_late")
+
+    def process(self, shard_and_click, horizon=beam.DoFn.StateParam(HORIZON), probe=beam.DoFn.TimerParam(PROBE)):
+        _, click = shard_and_click
+        known = horizon.read()
+        if known is None:
+            known = _FLOOR_MS
+            horizon.write(known)
+            _arm(probe, known)
+        if click is None:  # a shard's boot: only arms the probes
+            return
+        window_start = click.click_ts - click.click_ts % self._window_ms
+        closed_at = window_start + self._window_ms + self._lateness_ms
+        if closed_at < known:
+            self._too_late.inc()
+            detail = (f"window {_iso(window_start)} closed at {_iso(closed_at)} (allowed lateness "
+                      f"{self._lateness_seconds} s); the watermark had reached {_iso(known)}")
+            yield beam.pvalue.TaggedOutput(TOO_LATE, set_aside(click, TOO_LATE, detail))
+        else:
+            yield click
+
+    @on_timer(PROBE)
+    def probe_fired(self, fired=beam.DoFn.TimestampParam, horizon=beam.DoFn.StateParam(HORIZON),
+                    probe=beam.DoFn.TimerParam(PROBE)):
+        reached = fired.micros // 1_000
+        known = horizon.read()
+        if known is None or reached > known:
+            horizon.write(reached)
+            _arm(probe, reached)
+
+
+class _NothingIsLate(beam.DoFn):
+    def process(self, clicks):
+        yield clicks
+
+
+class SetAsideTooLate(beam.PTransform):
+    """Clicks (stamped with click_ts) -> clicks in time (main output `valid`) and too-late
+    DeadLetters (output `too_late`), judged per `shards` keys by event_id."""
+
+    def __init__(self, window_seconds: int, allowed_lateness_seconds: int, shards: int = DEFAULT_SHARDS):
+        super().__init__()
+        self._window_seconds = window_seconds
+        self._allowed_lateness_seconds = allowed_lateness_seconds
+        self._shards = shards
+
+    def expand(self, clicks):
+        if clicks.is_bounded:
+            return clicks | "NothingIsLate" >> beam.ParDo(_NothingIsLate()).with_outputs(TOO_LATE, main=VALID)
+        shards = self._shards
+        keyed = clicks | "KeyByShard" >> beam.Map(lambda click: (shard_of(click.event_id, shards), click))
+        boot = (clicks.pipeline
+                | "Impulse" >> beam.Impulse()
+                | "BootShards" >> beam.FlatMap(lambda _: [(shard, None) for shard in range(shards)]))
+        return ((keyed, boot)
+                | "WithBoot" >> beam.Flatten()
+                | "Judge" >> beam.ParDo(_TooLateFn(self._window_seconds, self._allowed_lateness_seconds))
+                .with_outputs(TOO_LATE, main=VALID))
