@@ -65,6 +65,7 @@ def connect(path: str) -> sqlite3.Connection:
     connection = sqlite3.connect(path, timeout=60, check_same_thread=False)
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA synchronous=NORMAL")
+    connection.execute("PRAGMA cache_size=-262144")  # 256 MiB: a replay upserts 100k+ rows per bundle
     connection.executescript(SCHEMA)
     return connection
 
@@ -88,8 +89,8 @@ def write_rows(connection: sqlite3.Connection, per_ad=(), per_filter=(), top_ads
 
 
 class _UpsertFn(beam.DoFn):
-    """Buffers a bundle's rows of one table and upserts them when the bundle ends; a
-    replay's Arrow table of rows is upserted at once."""
+    """Buffers a bundle's rows of one table (or a replay's Arrow tables of rows) and
+    upserts them in one transaction when the bundle ends."""
 
     def __init__(self, path: str, table: str):
         self._path = path
@@ -103,7 +104,7 @@ class _UpsertFn(beam.DoFn):
 
     def process(self, row):
         if isinstance(row, pa.Table):
-            write_rows(self._connection, **{self._table: zip(*(column.to_pylist() for column in row.columns))})
+            self._rows.extend(zip(*(column.to_pylist() for column in row.columns)))
         else:
             self._rows.append(row)
 
