@@ -11,6 +11,7 @@ COMMANDS = {
     "top": ("runners.report", "print the top ads of the busiest minute in a SQLite sink"),
     "bigtable": ("runners.bigtable", "create-table: set up the Bigtable sink's table and column families"),
     "serve": ("runners.serve", "serve the query API and the dashboard over a sink (SQLite or Bigtable)"),
+    "bench-api": ("runners.bench_api", "time a sink's writes and the query API's latency on synthetic aggregates"),
 }
 
 
