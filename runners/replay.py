@@ -24,7 +24,8 @@ def parser() -> argparse.ArgumentParser:
                         help="raw log files (JSON lines, .gz, .avro, .parquet) on any Beam filesystem; repeatable")
     parser.add_argument("--input-format", default="auto", choices=("auto",) + FORMATS,
                         help="format of the input files (default: by extension, JSON lines otherwise)")
-    parser.add_argument("--sink", default="sqlite:///adclick.db", help="sqlite:///PATH (default: %(default)s)")
+    parser.add_argument("--sink", default="sqlite:///adclick.db",
+                        help="sqlite:///PATH or bigtable://PROJECT/INSTANCE/TABLE (default: %(default)s)")
     parser.add_argument("--dead-letter", default="dead-letters.jsonl", metavar="PATH",
                         help="JSON-lines file for malformed records (default: %(default)s)")
     parser.add_argument("--summary", metavar="PATH", help="also write the run summary as JSON here")

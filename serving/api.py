@@ -230,6 +230,7 @@ def create_app(store: Store, max_window_minutes: int = DEFAULT_MAX_WINDOW_MINUTE
         title="adclick query API",
         version="1",
         description="Clicks per ad and minute, and the most clicked ads, from the adclick aggregates. " + __doc__,
+        docs_url=None, redoc_url=None,  # their pages load scripts from a CDN; the schema is at /openapi.json
     )
     registry = CollectorRegistry()
     requests = Counter("adclick_api_requests", "API requests by route template, method and status",
