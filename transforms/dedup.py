@@ -15,7 +15,7 @@ in the DAG the TTL outlives the allowed lateness, so such a copy is too late
 before it can be counted twice (docs/streaming.md).
 """
 
-from typing import Optional
+from typing import Any, Optional, Tuple
 
 import apache_beam as beam
 import numpy as np
@@ -159,7 +159,8 @@ class DedupByEventId(beam.PTransform):
             return (
                 clicks
                 | "KeyByBucketAndShard" >> beam.Map(bucket_and_shard)
-                | "FirstCopyInBucket" >> beam.ParDo(_FirstCopyInBucketFn(bucket_ms, self._ttl_seconds * 1000)))
+                | "FirstCopyInBucket" >> beam.ParDo(_FirstCopyInBucketFn(bucket_ms, self._ttl_seconds * 1000))
+                .with_input_types(Tuple[Tuple[int, int], Any]))
         return (
             clicks
             | "ShardByEventId" >> beam.ParDo(_ShardByEventId(self._shards))

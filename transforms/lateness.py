@@ -25,6 +25,7 @@ all of it is read.
 import datetime
 import math
 import zlib
+from typing import Any, Tuple
 
 import apache_beam as beam
 from apache_beam.coders import VarIntCoder
@@ -133,4 +134,4 @@ class SetAsideTooLate(beam.PTransform):
         return ((keyed, boot)
                 | "WithBoot" >> beam.Flatten()
                 | "Judge" >> beam.ParDo(_TooLateFn(self._window_seconds, self._allowed_lateness_seconds))
-                .with_outputs(TOO_LATE, main=VALID))
+                .with_input_types(Tuple[int, Any]).with_outputs(TOO_LATE, main=VALID))

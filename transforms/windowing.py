@@ -51,9 +51,8 @@ def stream_windowing(window_fn, allowed_lateness_seconds: int, early_firing_seco
     lets through must still find its window open, never be dropped unseen.
     """
     early = trigger.AfterProcessingTime(early_firing_seconds) if early_firing_seconds else None
-    late = trigger.AfterCount(1) if allowed_lateness_seconds else None
     return beam.WindowInto(
         window_fn,
-        trigger=trigger.AfterWatermark(early=early, late=late),
+        trigger=trigger.AfterWatermark(early=early, late=trigger.AfterCount(1)),
         accumulation_mode=trigger.AccumulationMode.ACCUMULATING,
         allowed_lateness=Duration(seconds=allowed_lateness_seconds + LATENESS_GRACE_SECONDS))

@@ -1,0 +1,57 @@
+"""TestStream helpers: raw records stamped like a stream delivers them, and a sink that records panes."""
+
+import apache_beam as beam
+import orjson
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.transforms.window import TimestampedValue
+
+from runners import direct_metrics
+from tests.clicks import T0
+from transforms.records import RawRecord
+
+
+def at(second: float) -> float:
+    """A TestStream time (seconds) `second` s after T0."""
+    return (T0 + second * 1000) / 1000
+
+
+def raw(event_id, second, ad_id="ad-1", received_second=None, country="US"):
+    """A message of one click at T0 + second, received (and stamped by the source) at `received_second`."""
+    received = second if received_second is None else received_second
+    payload = orjson.dumps({"event_id": event_id, "ad_id": ad_id, "click_ts": T0 + int(second * 1000),
+                            "country": country})
+    return TimestampedValue(RawRecord(payload, "test", -1, T0 + int(received * 1000)), at(received))
+
+
+def streaming_options() -> PipelineOptions:
+    direct_metrics.install()
+    options = PipelineOptions([])
+    options.view_as(StandardOptions).streaming = True
+    return options
+
+
+def counters(result) -> dict:
+    query = result.metrics().query(MetricsFilter().with_namespace("adclick"))
+    totals = {}
+    for counter in query["counters"]:
+        totals[counter.key.metric.name] = totals.get(counter.key.metric.name, 0) + counter.committed
+    return totals
+
+
+class _Pane(beam.DoFn):
+    def process(self, row, pane=beam.DoFn.PaneInfoParam):
+        yield row, pane.timing
+
+
+class PaneSink(beam.PTransform):
+    """A sink for build_pipeline that hands each aggregate's (row, pane timing) to `check(name, pcoll)`."""
+
+    def __init__(self, check):
+        super().__init__()
+        self._check = check
+
+    def expand(self, aggregates):
+        for name, rows in aggregates.items():
+            self._check(name, rows | f"Panes{name}" >> beam.ParDo(_Pane()))
+        return aggregates
