@@ -14,14 +14,16 @@ from runners import options as cli_options
 from runners.summary import counters, format_summary, summarize
 from sinks import sink_for
 from sinks.dead_letters import WriteDeadLetters
-from sources.files import FORMATS, ReadRawLogs, check_patterns
+from sources import check_inputs, source_for
+from sources.files import FORMATS
 
 
 def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="adclick replay", description="Replay raw click logs through the adclick DAG into a sink.")
-    parser.add_argument("--input", action="append", required=True, metavar="GLOB",
-                        help="raw log files (JSON lines, .gz, .avro, .parquet) on any Beam filesystem; repeatable")
+    parser.add_argument("--input", action="append", required=True, metavar="GLOB|URL",
+                        help="raw log files (JSON lines, .gz, .avro, .parquet) on any Beam filesystem, or a range "
+                             "of a Kafka topic, kafka://BROKERS/TOPIC?from=...&to=... (docs/streaming.md); repeatable")
     parser.add_argument("--input-format", default="auto", choices=("auto",) + FORMATS,
                         help="format of the input files (default: by extension, JSON lines otherwise)")
     parser.add_argument("--sink", default="sqlite:///adclick.db",
@@ -36,7 +38,7 @@ def parser() -> argparse.ArgumentParser:
 def run(argv=None) -> dict:
     args, beam_args = parser().parse_known_args(argv)
     try:
-        check_patterns(args.input)
+        check_inputs(args.input)
         sink = sink_for(args.sink)
     except (FileNotFoundError, ValueError) as error:
         sys.exit(f"adclick replay: {error}")
@@ -44,7 +46,7 @@ def run(argv=None) -> dict:
     started = time.monotonic()
     pipeline = build_pipeline(
         beam.Pipeline(options=options),
-        source=ReadRawLogs(args.input, args.input_format),
+        source=source_for(args.input, args.input_format),
         sink=sink,
         dead_letter_sink=WriteDeadLetters(args.dead_letter),
         config=cli_options.pipeline_config(args))
