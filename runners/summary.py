@@ -16,14 +16,24 @@ def counters(result) -> dict:
     return totals
 
 
+ACCOUNTS = ("unique", "duplicates", "malformed", "skewed", "too_late")
+
+
 def summarize(totals: dict) -> dict:
-    """read = unique + duplicates + malformed, with malformed records by reason."""
-    summary = {name: totals.get(name, 0) for name in ("read", "unique", "duplicates", "malformed")}
+    """read = unique + duplicates + malformed + skewed + too_late, with malformed records by reason.
+
+    Each record read ends in exactly one account. A skewed click (stamped too
+    far ahead of its receive time) and a too-late one (its window had closed)
+    are valid but not counted in the aggregates; too-late records are judged
+    before dedup, so they are copies, resends included, whose window a replay
+    of the raw archive restates. A replay has none too late.
+    """
+    summary = {name: totals.get(name, 0) for name in ("read",) + ACCOUNTS}
     summary["malformed_by_reason"] = {
         name[len(MALFORMED_PREFIX):]: count
         for name, count in sorted(totals.items()) if name.startswith(MALFORMED_PREFIX)
     }
-    summary["balanced"] = summary["read"] == summary["unique"] + summary["duplicates"] + summary["malformed"]
+    summary["balanced"] = summary["read"] == sum(summary[name] for name in ACCOUNTS)
     return summary
 
 
@@ -35,7 +45,11 @@ def format_summary(summary: dict) -> str:
         f"malformed   {summary['malformed']:>12,}",
     ]
     lines += [f"  {reason:<22}{count:>8,}" for reason, count in summary["malformed_by_reason"].items()]
-    lines.append("read = unique + duplicates + malformed: " + ("yes" if summary["balanced"] else "NO"))
+    lines += [f"{label:<12}{summary[name]:>12,}" for name, label in (("skewed", "skewed"), ("too_late", "too late"))
+              if summary.get(name)]
+    terms = ["unique", "duplicates", "malformed"] + [label for name, label in (("skewed", "skewed"), (
+        "too_late", "too late")) if summary.get(name)]
+    lines.append(f"read = {' + '.join(terms)}: " + ("yes" if summary["balanced"] else "NO"))
     for key in ("seconds", "events_per_second"):
         if key in summary:
             lines.append(f"{key.replace('_', ' '):<12}{summary[key]:>12,}")

@@ -1,0 +1,178 @@
+"""`adclick stream`: the DAG as a stream, from Pub/Sub or Kafka, on the DirectRunner, Flink or Dataflow.
+
+The same DAG as `adclick replay` (pipelines/click_pipeline.py) over an
+unbounded source, with event-time windows that fire early, on time and late,
+a raw archive, and dead-letter files. On the DirectRunner the job runs in this
+process until Ctrl-C (or `--duration`), then prints the run summary; on Flink
+and Dataflow it is submitted and this command returns (`--wait` to follow it).
+See docs/streaming.md.
+"""
+
+import argparse
+import dataclasses
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
+
+from pipelines.click_pipeline import build_pipeline
+from pipelines.config import PipelineConfig, StreamConfig
+from runners import options as cli_options
+from runners.summary import counters, format_summary, summarize
+from sinks import sink_for
+from sinks.archive import DEFAULT_EVERY_SECONDS as ARCHIVE_EVERY_SECONDS
+from sinks.archive import WriteRawArchive
+from sinks.dead_letter_files import DEFAULT_EVERY_SECONDS as DEAD_LETTER_EVERY_SECONDS
+from sinks.dead_letter_files import WriteDeadLetterFiles
+from sources import is_kafka, stream_source_for
+from transforms.windowing import LATENESS_GRACE_SECONDS
+
+RUNNERS = {"direct": "DirectRunner", "flink": "FlinkRunner", "dataflow": "DataflowRunner"}
+SUMMARY_EVERY_SECONDS = 5
+
+
+def parser() -> argparse.ArgumentParser:
+    stream = StreamConfig()
+    parser = argparse.ArgumentParser(
+        prog="adclick stream", description="Run the adclick DAG as a stream into a sink.",
+        epilog="Other options (--project, --region, --temp_location, --flink_master, ...) go to Beam.")
+    parser.add_argument("--source", required=True, metavar="URL",
+                        help="pubsub://projects/P/subscriptions/S or kafka://BROKER[,BROKER]/TOPIC")
+    parser.add_argument("--sink", default="sqlite:///adclick.db",
+                        help="sqlite:///PATH (DirectRunner) or bigtable://PROJECT/INSTANCE/TABLE (default: %(default)s)")
+    parser.add_argument("--archive", metavar="PATH",
+                        help="raw archive root: Parquet files by event-time hour, readable by adclick replay")
+    parser.add_argument("--archive-every-seconds", type=int, default=ARCHIVE_EVERY_SECONDS,
+                        help="processing time between archive files (default: %(default)s)")
+    parser.add_argument("--dead-letter", default="dead-letters", metavar="DIR",
+                        help="directory of JSON-lines dead-letter files (default: %(default)s)")
+    parser.add_argument("--dead-letter-every-seconds", type=int, default=DEAD_LETTER_EVERY_SECONDS)
+    parser.add_argument("--runner", choices=sorted(RUNNERS), default="direct")
+    parser.add_argument("--summary", metavar="PATH",
+                        help="write the run summary as JSON here (DirectRunner: every few seconds and at the end)")
+    parser.add_argument("--duration", type=float, metavar="SECONDS",
+                        help="DirectRunner: stop after this long (default: run until Ctrl-C)")
+    parser.add_argument("--wait", action="store_true", help="Flink/Dataflow: wait for the job to finish")
+    group = parser.add_argument_group("sources")
+    group.add_argument("--timestamp-attribute", default="event_ts",
+                       help="Pub/Sub attribute with the event time in epoch ms; '' for the publish time "
+                            "(default: %(default)s)")
+    group.add_argument("--kafka-group", default="adclick", help="Kafka consumer group (default: %(default)s)")
+    group.add_argument("--kafka-expansion-service", metavar="HOST:PORT",
+                       help="a running Beam IO expansion service for ReadFromKafka (default: Beam's jar)")
+    group = parser.add_argument_group("stream state")
+    group.add_argument("--dedup-ttl-seconds", type=int, default=PipelineConfig().dedup_ttl_seconds,
+                       help="event time a click's id is remembered (default: %(default)s)")
+    group.add_argument("--dedup-bucket-seconds", type=int, default=stream.dedup_bucket_seconds,
+                       help="event time per dedup state bucket (default: %(default)s)")
+    group.add_argument("--dedup-shards", type=int, default=stream.dedup_shards_per_bucket,
+                       help="dedup keys per bucket; aim at 100-1,000 ids per key (default: %(default)s)")
+    group.add_argument("--lateness-shards", type=int, default=stream.lateness_shards,
+                       help="keys that judge lateness (default: %(default)s)")
+    cli_options.add_pipeline_arguments(parser)
+    return parser
+
+
+def stream_config(args) -> PipelineConfig:
+    config = cli_options.pipeline_config(args)
+    if args.runner == "direct" and config.aggregates.hot_key_fanout > 1:
+        # The Python DirectRunner drops late data in the fanout's discarding pre-combine.
+        config = dataclasses.replace(config, aggregates=dataclasses.replace(config.aggregates, hot_key_fanout=1))
+    return dataclasses.replace(
+        config, dedup_ttl_seconds=args.dedup_ttl_seconds,
+        stream=StreamConfig(args.dedup_bucket_seconds, args.dedup_shards, args.lateness_shards))
+
+
+def pipeline_options(args, beam_args) -> PipelineOptions:
+    options = PipelineOptions(beam_args, runner=RUNNERS[args.runner], streaming=True)
+    if args.runner == "dataflow" and not options.view_as(SetupOptions).setup_file:
+        options.view_as(SetupOptions).setup_file = str(Path(__file__).resolve().parent.parent / "setup.py")
+    return options
+
+
+def check(args, options: PipelineOptions, config: PipelineConfig) -> list:
+    """Why this stream cannot run as asked, before anything starts."""
+    errors = []
+    kafka = is_kafka(args.source)
+    if kafka and args.runner == "direct":
+        errors.append("kafka:// streams run on --runner flink or dataflow (Beam's ReadFromKafka is a Java "
+                      "transform); locally, replay a range: adclick replay --input 'kafka://BROKERS/TOPIC?from=...'")
+    if args.source.startswith("pubsub://") and args.runner == "flink":
+        errors.append("Pub/Sub streams run on the DirectRunner and Dataflow; on Flink read Kafka")
+    if args.sink.startswith("sqlite:") and args.runner != "direct":
+        errors.append("a SQLite sink is a local file: on Flink or Dataflow write to bigtable://PROJECT/INSTANCE/TABLE")
+    if args.runner == "flink" and options.get_all_options().get("flink_master") in (None, "[auto]", "[local]"):
+        errors.append("--runner flink needs --flink_master HOST:PORT (a Flink cluster's REST endpoint)")
+    if args.runner == "dataflow":
+        from apache_beam.options.pipeline_options_validator import PipelineOptionsValidator
+        from apache_beam.runners.dataflow.dataflow_runner import DataflowRunner
+        errors += PipelineOptionsValidator(options, DataflowRunner()).validate()
+    window = config.window
+    if config.dedup_ttl_seconds < window.size_seconds + window.allowed_lateness_seconds + LATENESS_GRACE_SECONDS:
+        logging.warning("dedup TTL %d s is shorter than a window plus its allowed lateness: a late resend can "
+                        "count twice (docs/streaming.md)", config.dedup_ttl_seconds)
+    return errors
+
+
+def build(args, beam_args):
+    """The pipeline, ready to run, and its config; exits with the reasons it cannot run."""
+    options = pipeline_options(args, beam_args)
+    config = stream_config(args)
+    try:
+        errors = check(args, options, config)
+        source = stream_source_for(args.source, args.timestamp_attribute, args.kafka_group,
+                                   args.kafka_expansion_service)
+        sink = sink_for(args.sink)
+    except ValueError as error:
+        errors = [str(error)]
+    if errors:
+        sys.exit("adclick stream: " + "\n  ".join(errors))
+    if args.runner == "direct":
+        from runners import direct_metrics
+        direct_metrics.install()
+    archive = WriteRawArchive(args.archive, args.archive_every_seconds) if args.archive else None
+    pipeline = build_pipeline(
+        beam.Pipeline(options=options), source=source, sink=sink,
+        dead_letter_sink=WriteDeadLetterFiles(args.dead_letter, args.dead_letter_every_seconds),
+        config=config, archive=archive)
+    return pipeline, config
+
+
+def _write(summary: dict, path) -> None:
+    if path:
+        Path(path).write_text(json.dumps(summary, indent=2))
+
+
+def run(argv=None) -> dict:
+    args, beam_args = parser().parse_known_args(argv)
+    pipeline, _ = build(args, beam_args)
+    started = time.monotonic()
+    result = pipeline.run()
+    if args.runner != "direct":
+        print(f"submitted to {RUNNERS[args.runner]}: {getattr(result, 'job_id', lambda: '')() or result}")
+        if args.wait:
+            result.wait_until_finish()
+        return {}
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    deadline = started + args.duration if args.duration else None
+    logging.info("streaming from %s into %s; Ctrl-C stops", args.source, args.sink)
+    while not stop.wait(SUMMARY_EVERY_SECONDS):
+        summary = summarize(counters(result))
+        _write(dict(summary, running=True), args.summary)
+        if deadline and time.monotonic() >= deadline:
+            break
+    logging.info("stopping the stream")
+    result.cancel()
+    summary = summarize(counters(result))
+    summary["seconds"] = round(time.monotonic() - started, 2)
+    print(format_summary(summary))
+    _write(summary, args.summary)
+    return summary
