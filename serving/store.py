@@ -47,6 +47,11 @@ class Store(abc.ABC):
         """The top N the pipeline stored for one minute, best first; None if none was."""
 
     @abc.abstractmethod
+    def top_of_window(self, end: int, minutes: int) -> Optional[Ranking]:
+        """The top N the pipeline stored for the `minutes` minutes ending (exclusive) at `end`
+        (its sliding top, `--top-sliding-minutes`); None if none was."""
+
+    @abc.abstractmethod
     def latest_minute(self) -> Optional[int]:
         """The newest minute with any clicks; None for an empty store."""
 
@@ -61,10 +66,11 @@ class Store(abc.ABC):
         return rank(self.clicks_by_ad(start, end, filter_text), count)
 
     def top_ads(self, start: int, end: int, filter_text: Optional[str], count: int) -> Ranking:
-        """The top `count` ads over [start, end): the stored ranking of one minute where it
-        holds enough ads, else the sum of the per-minute rows."""
-        if filter_text is None and end - start == MINUTE_MS:
-            stored = self.top_of_minute(start)
+        """The top `count` ads over [start, end): a ranking the pipeline stored for exactly these
+        minutes where there is one with enough ads, else the sum of the per-minute rows."""
+        if filter_text is None:
+            minutes = (end - start) // MINUTE_MS
+            stored = self.top_of_minute(start) if minutes == 1 else self.top_of_window(end, minutes)
             if stored is not None and len(stored) >= count:
                 return stored[:count]
         return self.ranked(start, end, filter_text, count)
@@ -132,6 +138,11 @@ class SqliteStore(Store):
         rows = self._query("SELECT ad_id, clicks FROM top_ads WHERE window_start = ? ORDER BY rank", (minute,))
         return [tuple(row) for row in rows] or None
 
+    def top_of_window(self, end, minutes):
+        rows = self._query("SELECT ad_id, clicks FROM top_ads_sliding WHERE window_end = ? AND minutes = ?"
+                           " ORDER BY rank", (end, minutes))
+        return [tuple(row) for row in rows] or None
+
     def latest_minute(self):
         return self._query("SELECT MAX(window_start) FROM top_ads", ())[0][0]
 
@@ -192,14 +203,19 @@ class BigtableStore(Store):
             totals[ad_id] = totals.get(ad_id, 0) + self._count(row)
         return totals
 
-    def top_of_minute(self, minute):
+    def _ranking(self, key: bytes) -> Optional[Ranking]:
         from google.cloud.bigtable import row_filters
-        key = self._bt.top_key(minute)
         rows = self._read(start_key=key, end_key=key, end_inclusive=True,
                           filter_=row_filters.CellsColumnLimitFilter(1))
         if not rows:
             return None
         return self._bt.decode_ranking(rows[0].cells[self._bt.TOP][self._bt.RANKING][0].value)
+
+    def top_of_minute(self, minute):
+        return self._ranking(self._bt.top_key(minute))
+
+    def top_of_window(self, end, minutes):
+        return self._ranking(self._bt.top_sliding_key(end, minutes))
 
     def latest_minute(self):
         from google.cloud.bigtable import row_filters

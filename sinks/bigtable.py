@@ -1,10 +1,11 @@
 """Google Cloud Bigtable, the production sink: row keys for the two reads the API makes.
 
-One table holds three kinds of rows (docs/bigtable-and-serving.md explains why):
+One table holds four kinds of rows (docs/bigtable-and-serving.md explains why):
 
   ad#{h4}#{ad_id}#{minute}      per ad, per minute: one ad over a time range is one scan
   min#{b}#{minute}#{ad_id}      per minute, per ad: all ads of a minute are 16 scans in one request
   top#{reversed minute}         the top N ads of a minute: one row; the newest minute sorts first
+  tops#{M}#{reversed end}       the top N ads of the M minutes ending (exclusive) at `end`: one row
 
 `h4` is 4 hex digits of a hash of the ad_id and `b` its first digit (16 salt buckets), so
 no kind of high-volume row starts with a time and writes never pile onto one tablet.
@@ -29,7 +30,8 @@ import orjson
 from apache_beam.io.gcp.bigtableio import WriteToBigTable
 from apache_beam.metrics.metric import Metrics
 
-from transforms.records import AdCount, FilterCount, TopAds, rows
+from transforms.records import MINUTE_MS, AdCount, FilterCount, TopAds, rows
+from transforms.sliding_top import SlidingTopAds
 
 COUNTS = "c"
 TOP = "t"
@@ -39,7 +41,7 @@ RANKING = b"ranking"
 SALT_BUCKETS = 16
 MINUTE_DIGITS = 13
 MAX_MINUTE = 10 ** MINUTE_DIGITS - 1
-AD_PREFIX, MINUTE_PREFIX, TOP_PREFIX = "ad#", "min#", "top#"
+AD_PREFIX, MINUTE_PREFIX, TOP_PREFIX, SLIDING_PREFIX = "ad#", "min#", "top#", "tops#"
 CHECK_DEADLINE_SECONDS = 5  # retries of the check before a run, in all
 _COUNT = struct.Struct(">q")
 
@@ -83,6 +85,10 @@ def top_key(window_start: int) -> bytes:
     return f"{TOP_PREFIX}{_minute(MAX_MINUTE - window_start)}".encode()
 
 
+def top_sliding_key(window_end: int, minutes: int) -> bytes:
+    return f"{SLIDING_PREFIX}{minutes:04d}#{_minute(MAX_MINUTE - window_end)}".encode()
+
+
 def parse_ad_key(key: bytes) -> Tuple[str, int]:
     """(ad_id, window_start) of an `ad#` row; fixed-width parts make any ad_id unambiguous."""
     text = key.decode("utf-8", "surrogatepass")
@@ -117,7 +123,7 @@ def split_keys() -> List[bytes]:
     """Initial tablet boundaries: one per salt bucket of each high-volume row kind."""
     return ([f"{AD_PREFIX}{bucket:x}".encode() for bucket in range(1, SALT_BUCKETS)]
             + [f"{MINUTE_PREFIX}{bucket:x}".encode() for bucket in range(SALT_BUCKETS)]
-            + [TOP_PREFIX.encode()])
+            + [TOP_PREFIX.encode(), SLIDING_PREFIX.encode()])
 
 
 def encode_count(clicks: int) -> bytes:
@@ -160,9 +166,14 @@ def top_ads_cells(top: TopAds):
     yield top_key(top.window_start), TOP, RANKING, encode_ranking(top.ranking), window_version(top.window_start)
 
 
-# The row type and cells of each aggregate the pipeline emits, by its key in the AggregateClicks dict.
+def top_sliding_cells(top: SlidingTopAds):
+    yield (top_sliding_key(top.window_end, top.minutes), TOP, RANKING, encode_ranking(top.ranking),
+           window_version(top.window_end - top.minutes * MINUTE_MS))
+
+
+# The row type and cells of each aggregate the pipeline emits, by its key in the dict the DAG hands its sink.
 CELLS = {"per_ad": (AdCount, per_ad_cells), "per_filter": (FilterCount, per_filter_cells),
-         "top_ads": (TopAds, top_ads_cells)}
+         "top_ads": (TopAds, top_ads_cells), "top_ads_sliding": (SlidingTopAds, top_sliding_cells)}
 
 
 def direct_rows(cells):
@@ -247,7 +258,8 @@ class _ToDirectRows(beam.DoFn):
 
 
 class WriteToBigtable(beam.PTransform):
-    """Writes {"per_ad", "per_filter", "top_ads"} to a Bigtable table with Beam's WriteToBigTable.
+    """Writes {"per_ad", "per_filter", "top_ads"[, "top_ads_sliding"]} to a Bigtable table with Beam's
+    WriteToBigTable.
 
     The table is checked when the sink is built, before any pipeline runs. Transient errors
     are retried with exponential backoff by the client's mutations batcher, and a failed
@@ -263,8 +275,10 @@ class WriteToBigtable(beam.PTransform):
 
     def expand(self, aggregates):
         extra = {"flush_count": self._flush_count} if self._flush_count else {}
-        labels = {"per_ad": "PerAdCells", "per_filter": "PerFilterCells", "top_ads": "TopAdsCells"}
+        labels = {"per_ad": "PerAdCells", "per_filter": "PerFilterCells", "top_ads": "TopAdsCells",
+                  "top_ads_sliding": "TopAdsSlidingCells"}
         return (
-            [aggregates[kind] | label >> beam.ParDo(_ToDirectRows(kind)) for kind, label in labels.items()]
+            [aggregates[kind] | label >> beam.ParDo(_ToDirectRows(kind))
+             for kind, label in labels.items() if kind in aggregates]
             | "Flatten" >> beam.Flatten()
             | "WriteToBigTable" >> WriteToBigTable(self._ref.project, self._ref.instance, self._ref.table, **extra))

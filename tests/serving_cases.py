@@ -16,8 +16,10 @@ from transforms.records import RawRecord
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 MINUTE = 60_000
 TOP_N = 3  # small, so that queries for more ads than the stored ranking holds are exercised
+SLIDING_MINUTES = 4  # the top N the pipeline also ranks over the last 4 minutes, every minute
 CONFIG = PipelineConfig(aggregates=AggregateConfig(
-    filter_dimensions=(("country",), ("country", "user_id")), top_n=TOP_N, hot_key_fanout=2))
+    filter_dimensions=(("country",), ("country", "user_id")), top_n=TOP_N, hot_key_fanout=2,
+    sliding_minutes=SLIDING_MINUTES))
 
 # (ad_id, minute after T0, country, user_id). Ties on purpose (a/b, a#.../ad-10, the ones), ad_ids
 # that extend others (ad-1/ad-10, a/a#<digits>), a non-ASCII ad_id, unknown countries and users.

@@ -69,7 +69,7 @@ def test_popular_ads_defaults(client):
 
 
 @pytest.mark.parametrize("at", [T0, T0 + MINUTE, T0 + 3 * MINUTE, T0 + 4 * MINUTE])
-@pytest.mark.parametrize("window", [1, 2, 4])
+@pytest.mark.parametrize("window", [1, 2, 4, 5])  # 4: the stored sliding top N, where it holds enough ads
 @pytest.mark.parametrize("filter_text", [None, "country=US", "country=JP"])
 @pytest.mark.parametrize("count", [1, TOP_N, 7])
 def test_popular_ads(client, at, window, filter_text, count):

@@ -10,7 +10,7 @@ import pytest
 
 from loadgen.generator import GeneratorConfig, write_log
 from runners import replay
-from sinks.bigtable import COUNTS, TOP, parse_ad_key, parse_minute_key, parse_top_key
+from sinks.bigtable import COUNTS, MAX_MINUTE, TOP, parse_ad_key, parse_minute_key, parse_top_key
 from tests.servers.api import api_server
 from tests.servers.bigtable import all_cells, bigtable_emulator, bigtable_url  # noqa: F401 (fixtures)
 
@@ -34,6 +34,9 @@ def window_of(key: bytes, family: str) -> int:
     if key.startswith(b"min#"):
         return parse_minute_key(key)[0]
     assert family == TOP
+    if key.startswith(b"tops#"):
+        minutes, reversed_end = key[5:].split(b"#")
+        return MAX_MINUTE - int(reversed_end) - int(minutes) * MINUTE
     return parse_top_key(key)
 
 
@@ -61,6 +64,11 @@ def test_replay_into_bigtable_serves_the_truth_and_a_second_replay_changes_no_ce
             for count in (10, 100, 150):  # 150 is more than the stored top 100: summed from the per-minute rows
                 answer = http.get("/v1/ads/popular_ads", params={"at": minute, "count": count}).json()
                 assert list(zip(answer["ad_ids"], answer["counts"])) == ranked(per_minute[minute], count)
+        for minute in minutes:  # the pipeline's sliding top 100 of the last 5 minutes, and more ads than it holds
+            over_five = sum((per_minute[m] for m in minutes if minute - 5 * MINUTE < m <= minute), collections.Counter())
+            for count in (10, 150):
+                answer = http.get("/v1/ads/popular_ads", params={"at": minute, "window": 5, "count": count}).json()
+                assert list(zip(answer["ad_ids"], answer["counts"])) == ranked(over_five, count)
         us = collections.Counter(e["ad_id"] for e in truth if e["country"] == "US")
         answer = http.get("/v1/ads/popular_ads",
                           params={"at": minutes[-1], "window": len(minutes), "filter": "country=US", "count": 20}).json()

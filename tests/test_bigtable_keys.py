@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 from sinks import bigtable_table
 from sinks.bigtable import (
     SALT_BUCKETS, TableRef, ad_key, ad_range, decode_count, decode_ranking, encode_count, encode_ranking,
-    minute_key, minute_ranges, parse_ad_key, parse_minute_key, parse_top_key, top_key, window_version)
+    minute_key, minute_ranges, parse_ad_key, parse_minute_key, parse_top_key, top_key, top_sliding_key,
+    window_version)
 
 T0 = 1_767_225_600_000
 MINUTE = 60_000
@@ -44,8 +45,11 @@ def test_minute_ranges_cover_every_ad_of_the_minutes_and_nothing_else(rows, firs
     assert scanned == {(T0 + m * MINUTE, ad_id) for ad_id, m in rows if first <= m < last}
 
 
-def test_newest_top_row_sorts_first():
+def test_newest_top_row_sorts_first_and_sliding_rankings_sort_apart():
     assert sorted(top_key(T0 + m * MINUTE) for m in range(5)) == [top_key(T0 + m * MINUTE) for m in range(4, -1, -1)]
+    sliding = [top_sliding_key(T0 + m * MINUTE, minutes) for m in range(5) for minutes in (1, 5, 60)]
+    assert not [key for key in sliding if b"top#" <= key < b"top$"]  # the newest-minute scan never sees them
+    assert len(set(sliding)) == len(sliding)
 
 
 def test_sequential_ad_ids_and_a_minute_spread_over_every_salt_bucket():

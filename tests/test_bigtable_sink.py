@@ -13,24 +13,26 @@ from runners import bigtable as bigtable_cli
 from sinks import bigtable_table
 from sinks.bigtable import (
     ALL_CLICKS, COUNTS, FAMILIES, RANKING, TOP, BigtableNotReady, WriteToBigtable, ad_key, check_table, client,
-    create_table, decode_count, decode_ranking, minute_key, top_key)
+    create_table, decode_count, decode_ranking, minute_key, top_key, top_sliding_key)
 from tests.conftest import free_port
 from tests.servers.bigtable import (  # noqa: F401 (fixtures)
     PROJECT, all_cells, bigtable_emulator, bigtable_url, new_table_url, start_emulator, stop_emulator)
 from transforms.records import AdCount, FilterCount, TopAds
+from transforms.sliding_top import SlidingTopAds
 
 pytestmark = pytest.mark.bigtable
 T0 = 1_767_225_600_000
 MINUTE = 60_000
 
 
-def write(url, per_ad=(), per_filter=(), top_ads=(), check=True):
-    """Runs a pipeline that hands these aggregates to the sink, as AggregateClicks would."""
+def write(url, per_ad=(), per_filter=(), top_ads=(), top_ads_sliding=(), check=True):
+    """Runs a pipeline that hands these aggregates to the sink, as the DAG would."""
     with beam.Pipeline() as pipeline:
         aggregates = {
             "per_ad": pipeline | "PerAd" >> beam.Create(list(per_ad), reshuffle=False),
             "per_filter": pipeline | "PerFilter" >> beam.Create(list(per_filter), reshuffle=False),
             "top_ads": pipeline | "TopAds" >> beam.Create(list(top_ads), reshuffle=False),
+            "top_ads_sliding": pipeline | "TopAdsSliding" >> beam.Create(list(top_ads_sliding), reshuffle=False),
         }
         aggregates | WriteToBigtable(bigtable_table(url), check=check)
 
@@ -88,10 +90,11 @@ def test_cells_hold_the_latest_full_value_at_the_windows_version_however_often_w
     final = [AdCount("a", T0, 5), AdCount("b", T0 + MINUTE, 1)]
     per_filter = [FilterCount("a", T0, "country=US", 4)]
     top = [TopAds(T0, (("a", 5),)), TopAds(T0 + MINUTE, (("b", 1),))]
-    write(bigtable_url, early, per_filter, top)  # an early pane
-    write(bigtable_url, final, per_filter, top)  # the final pane
+    sliding = [SlidingTopAds(T0 + 2 * MINUTE, 2, (("a", 5), ("b", 1)))]
+    write(bigtable_url, early, per_filter, top, sliding)  # an early pane
+    write(bigtable_url, final, per_filter, top, sliding)  # the final pane
     first = all_cells(bigtable_url)
-    write(bigtable_url, final, per_filter, top)  # a retried bundle, a replay
+    write(bigtable_url, final, per_filter, top, sliding)  # a retried bundle, a replay
     assert all_cells(bigtable_url) == first
 
     version = {T0: datetime.datetime(2026, 1, 1, 0, 0, tzinfo=datetime.timezone.utc),
@@ -106,6 +109,7 @@ def test_cells_hold_the_latest_full_value_at_the_windows_version_however_often_w
               for cell, versions in first.items() if cell[1] == COUNTS and len(versions) == 1}
     assert counts == {cell: (version[window], clicks) for cell, (window, clicks) in expected.items()}
     assert decode_ranking(first[(top_key(T0), TOP, RANKING)][0][1]) == [("a", 5)]
+    assert first[(top_sliding_key(T0 + 2 * MINUTE, 2), TOP, RANKING)] == [(version[T0], b'[["a",5],["b",1]]')]
     assert all(len(versions) == 1 for versions in first.values())
 
 

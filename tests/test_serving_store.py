@@ -4,7 +4,7 @@ import pytest
 
 from serving.store import open_store
 from tests.serving_cases import (  # noqa: F401 (fixtures)
-    ADS, MINUTE, T0, TOP_N, expected_clicks, expected_per_minute, expected_top, loaded_sink)
+    ADS, MINUTE, SLIDING_MINUTES, T0, TOP_N, expected_clicks, expected_per_minute, expected_top, loaded_sink)
 from tests.servers.bigtable import bigtable_emulator  # noqa: F401 (fixture)
 
 RANGES = [(T0, T0 + MINUTE), (T0 + MINUTE, T0 + 2 * MINUTE), (T0, T0 + 5 * MINUTE), (T0 + 2 * MINUTE, T0 + 3 * MINUTE),
@@ -36,9 +36,13 @@ def test_top_ads_over_windows_filters_and_counts(store):
                     (start, end, filter_text, count)
 
 
-def test_the_stored_top_n_of_a_minute(store):
+def test_the_stored_top_n_of_a_minute_and_of_the_sliding_minutes(store):
     assert store.top_of_minute(T0) == expected_top(T0, T0 + MINUTE, count=TOP_N)
     assert store.top_of_minute(T0 + 2 * MINUTE) is None
+    for end in range(T0 + MINUTE, T0 + 9 * MINUTE, MINUTE):  # none is stored for windows without clicks
+        expected = expected_top(end - SLIDING_MINUTES * MINUTE, end, count=TOP_N) or None
+        assert store.top_of_window(end, SLIDING_MINUTES) == expected, end
+    assert store.top_of_window(T0 + 5 * MINUTE, SLIDING_MINUTES + 1) is None
     assert store.latest_minute() == T0 + 3 * MINUTE
 
 
