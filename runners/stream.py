@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
+from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, SetupOptions
 
 from pipelines.click_pipeline import build_pipeline
 from pipelines.config import PipelineConfig, StreamConfig
@@ -110,9 +110,13 @@ def check(args, options: PipelineOptions, config: PipelineConfig) -> list:
     if args.runner == "flink" and options.get_all_options().get("flink_master") in (None, "[auto]", "[local]"):
         errors.append("--runner flink needs --flink_master HOST:PORT (a Flink cluster's REST endpoint)")
     if args.runner == "dataflow":
-        from apache_beam.options.pipeline_options_validator import PipelineOptionsValidator
-        from apache_beam.runners.dataflow.dataflow_runner import DataflowRunner
-        errors += PipelineOptionsValidator(options, DataflowRunner()).validate()
+        gcp = options.view_as(GoogleCloudOptions)
+        missing = [flag for flag, value in (("--project", gcp.project), ("--region", gcp.region),
+                                            ("--temp_location", gcp.temp_location)) if not value]
+        if missing:
+            errors.append("--runner dataflow needs " + ", ".join(missing))
+        elif not gcp.temp_location.startswith("gs://"):
+            errors.append("--temp_location must be a gs:// path on Dataflow")
     window = config.window
     if config.dedup_ttl_seconds < window.size_seconds + window.allowed_lateness_seconds + LATENESS_GRACE_SECONDS:
         logging.warning("dedup TTL %d s is shorter than a window plus its allowed lateness: a late resend can "
