@@ -46,7 +46,7 @@ def build_pipeline(
         in_time[VALID]
         | "Dedup" >> DedupByEventId(
             config.dedup_ttl_seconds, bucket_seconds=stream.dedup_bucket_seconds,
-            shards_per_bucket=stream.dedup_shards_per_bucket)
+            shards_per_bucket=stream.dedup_shards_per_bucket, per_key=stream.dedup_per_key)
         | "Window" >> WindowClicks(
             window.size_seconds, window.allowed_lateness_seconds, window.early_firing_seconds))
     results = clicks | "Aggregate" >> AggregateClicks(

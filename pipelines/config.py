@@ -29,6 +29,7 @@ class StreamConfig:
     dedup_bucket_seconds: int = 60
     dedup_shards_per_bucket: int = 64
     lateness_shards: int = 8
+    dedup_per_key: bool = False  # Beam's DeduplicatePerKey instead, for comparison
 
 
 @dataclass(frozen=True)

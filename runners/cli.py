@@ -7,6 +7,7 @@ import sys
 COMMANDS = {
     "replay": ("runners.replay", "replay raw logs (JSON lines, Avro, Parquet) through the DAG into a sink"),
     "stream": ("runners.stream", "run the DAG as a stream from Pub/Sub or Kafka (DirectRunner, Flink, Dataflow)"),
+    "bench-stream": ("runners.bench_stream", "time the stream draining a Pub/Sub backlog: our dedup vs Beam's"),
     "generate": ("runners.generate", "write a synthetic click log with duplicates, disorder and malformed lines"),
     "bench": ("runners.bench", "time the replay against DuckDB on the same generated log"),
     "top": ("runners.report", "print the top ads of the busiest minute in a SQLite sink"),
