@@ -22,7 +22,7 @@ import apache_beam as beam
 from loadgen.generator import GeneratorConfig
 from loadgen.publish import PubSubPublisher, emissions_around_now, publish
 from pipelines.click_pipeline import build_pipeline
-from runners import direct_metrics
+from runners import direct_fixes
 from runners.stream import parser as stream_parser
 from runners.stream import pipeline_options, stream_config
 from runners.summary import ACCOUNTS, counters
@@ -63,7 +63,7 @@ def run(argv=None) -> dict:
     config = stream_config(stream_args)
     config = dataclasses.replace(config, stream=dataclasses.replace(config.stream,
                                                                    dedup_per_key=args.dedup == "per-key"))
-    direct_metrics.install()
+    direct_fixes.install()
     from sources.pubsub import ReadPubSub
     pipeline = build_pipeline(
         beam.Pipeline(options=pipeline_options(stream_args, beam_args)), ReadPubSub(f"pubsub://{subscription}"),

@@ -138,8 +138,8 @@ def build(args, beam_args):
     if errors:
         sys.exit("adclick stream: " + "\n  ".join(errors))
     if args.runner == "direct":
-        from runners import direct_metrics
-        direct_metrics.install()
+        from runners import direct_fixes
+        direct_fixes.install()
     archive = WriteRawArchive(args.archive, args.archive_every_seconds) if args.archive else None
     pipeline = build_pipeline(
         beam.Pipeline(options=options), source=source, sink=sink,

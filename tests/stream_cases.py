@@ -6,7 +6,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.transforms.window import TimestampedValue
 
-from runners import direct_metrics
+from runners import direct_fixes
 from tests.clicks import T0
 from transforms.records import RawRecord
 
@@ -25,7 +25,7 @@ def raw(event_id, second, ad_id="ad-1", received_second=None, country="US"):
 
 
 def streaming_options() -> PipelineOptions:
-    direct_metrics.install()
+    direct_fixes.install()
     options = PipelineOptions([])
     options.view_as(StandardOptions).streaming = True
     return options
