@@ -9,6 +9,7 @@ part: a retried bundle adds a file, never overwrites one.
 """
 
 import datetime
+import random
 import uuid
 from typing import Callable
 
@@ -75,7 +76,7 @@ class WriteInPanes(beam.PTransform):
         partition, shards = self._partition, self._shards
         return (
             records
-            | "KeyByPartition" >> beam.Map(lambda record: ((partition(record), hash(id(record)) % shards), record))
+            | "KeyByPartition" >> beam.Map(lambda record: ((partition(record), random.randrange(shards)), record))
             | "GatherPane" >> beam.GroupByKey()
             | "DropShard" >> beam.Map(lambda key_records: (key_records[0][0], key_records[1]))
             | "WriteFile" >> beam.ParDo(_WritePane(self._root, self._prefix, self._suffix, self._write_records)))
