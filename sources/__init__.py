@@ -1,40 +1,13 @@
-"""The edge where records come in. Every source yields `RawRecord`s; the DAG never knows which one ran."""
+"""The edge where records come in: `RawRecord`s from a stream or a Kafka range, `RawBatch`es from
+raw logs. The DAG never knows which source ran."""
 
 from typing import Optional, Sequence
 
 import apache_beam as beam
 
-from transforms.records import RawRecord
-
 
 def is_kafka(url: str) -> bool:
     return url.startswith("kafka://")
-
-
-def _receive_ts_from_archive(record: RawRecord) -> RawRecord:
-    """A typed record (the raw archive's Parquet) that carries its receive time: keep it."""
-    if record.receive_ts is None and isinstance(record.payload, dict):
-        receive_ts = record.payload.get("receive_ts")
-        if isinstance(receive_ts, int) and not isinstance(receive_ts, bool):
-            return record._replace(receive_ts=receive_ts)
-    return record
-
-
-class _ReadLogs(beam.PTransform):
-    """Raw logs; Avro and Parquet records keep a receive_ts column (the raw archive's) as their receive time."""
-
-    def __init__(self, patterns: Sequence[str], fmt: str):
-        super().__init__()
-        self._patterns = list(patterns)
-        self._format = fmt
-
-    def expand(self, pbegin):
-        from sources.files import ReadRawLogs, format_of
-        records = pbegin | "ReadRawLogs" >> ReadRawLogs(self._patterns, self._format)
-        formats = {format_of(pattern) if self._format == "auto" else self._format for pattern in self._patterns}
-        if formats == {"jsonl"}:
-            return records
-        return records | "ArchivedReceiveTs" >> beam.Map(_receive_ts_from_archive)
 
 
 class _ReadAll(beam.PTransform):
@@ -62,7 +35,8 @@ def source_for(inputs: Sequence[str], fmt: str = "auto") -> beam.PTransform:
     patterns = [url for url in inputs if not is_kafka(url)]
     sources = [ReadKafkaRange(url) for url in inputs if is_kafka(url)]
     if patterns:
-        sources.insert(0, _ReadLogs(patterns, fmt))
+        from sources.files import ReadRawLogs
+        sources.insert(0, ReadRawLogs(patterns, fmt))
     return sources[0] if len(sources) == 1 else _ReadAll(sources)
 
 

@@ -1,8 +1,8 @@
 """Raw click logs on any Beam filesystem: JSON lines (plain or gzip), Avro and Parquet.
 
-Every reader yields `RawRecord`s: JSON lines as raw bytes (so that a bad line is
-judged by the parser, not lost by a decoder), Avro and Parquet records as the
-dicts their readers decode.
+Logs are bounded, so every reader yields `RawBatch`es: JSON lines as raw bytes
+(so that a bad line is judged by the parser, not lost by a decoder), Avro and
+Parquet records as the dicts their readers decode.
 """
 
 import logging
@@ -11,12 +11,13 @@ from typing import Iterable, Sequence
 
 import apache_beam as beam
 from apache_beam.io import fileio
-from apache_beam.io.avroio import ReadAllFromAvro
+import fastavro
+import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.io.parquetio import ReadAllFromParquet
+from apache_beam.io.parquetio import ReadAllFromParquetBatched
 
 from transforms.parse import BATCH_SIZE, MAX_RECORD_BYTES
-from transforms.records import RawBatch, RawRecord
+from transforms.records import RawBatch
 
 FORMATS = ("jsonl", "avro", "parquet")
 CHUNK_BYTES = 8 << 20
@@ -114,24 +115,52 @@ class ReadJsonLines(beam.PTransform):
             | "Lines" >> beam.ParDo(ReadJsonLinesFn()))
 
 
-def _typed_record(path_and_record):
-    path, record = path_and_record
-    return RawRecord(record, path, -1)
+def typed_batch(source: str, records: list, offsets: list) -> RawBatch:
+    """A batch of Avro records; a `receive_ts` field (the raw archive's) is their receive time."""
+    receive_ts = [value if type(value) is int else None for value in (r.get("receive_ts") for r in records)]
+    return RawBatch(source, offsets, records, {}, receive_ts if any(receive_ts) else None)
 
 
-class ReadTypedRecords(beam.PTransform):
-    """Avro or Parquet records through Beam's own readers, with the file each came from."""
+def parquet_batch(source: str, rows: pa.Table) -> RawBatch:
+    """A batch of Parquet rows, kept as a table; a `receive_ts` column (the raw archive's) is their receive time."""
+    receive_ts = None
+    if "receive_ts" in rows.column_names and pa.types.is_integer(rows.schema.field("receive_ts").type):
+        receive_ts = rows["receive_ts"].to_pylist()
+    return RawBatch(source, [-1] * len(rows), rows, {}, receive_ts)
 
-    def __init__(self, reader):
-        super().__init__()
-        self._reader = reader
+
+class ReadAvroFn(beam.DoFn):
+    """One Avro file (fastavro, as Beam's avroio) into batches of record dicts, numbered from 1."""
+
+    def process(self, readable_file):
+        path = readable_file.metadata.path
+        with readable_file.open(mime_type="application/octet-stream") as handle:
+            records, offsets = [], []
+            for number, record in enumerate(fastavro.reader(handle), start=1):
+                records.append(record)
+                offsets.append(number)
+                if len(records) == BATCH_SIZE:
+                    yield typed_batch(path, records, offsets)
+                    records, offsets = [], []
+            if records:
+                yield typed_batch(path, records, offsets)
+
+
+class ReadAvro(beam.PTransform):
+    def expand(self, files):
+        return files | "Open" >> fileio.ReadMatches() | "Records" >> beam.ParDo(ReadAvroFn())
+
+
+class ReadParquet(beam.PTransform):
+    """Parquet row groups through Beam's batched reader (it splits files), as batches of record dicts
+    (Parquet has no record number here: offset -1)."""
 
     def expand(self, files):
         return (
             files
             | "Paths" >> beam.Map(lambda metadata: metadata.path)
-            | "Records" >> self._reader(with_filename=True)
-            | "ToRawRecords" >> beam.Map(_typed_record))
+            | "RowGroups" >> ReadAllFromParquetBatched(with_filename=True)
+            | "ToBatches" >> beam.MapTuple(parquet_batch))
 
 
 class ReadRawLogs(beam.PTransform):
@@ -159,6 +188,6 @@ class ReadRawLogs(beam.PTransform):
             | "ByFormat" >> beam.Partition(format_index, len(FORMATS)))
         return (
             (jsonl | "ReadJsonLines" >> ReadJsonLines(),
-             avro | "ReadAvro" >> ReadTypedRecords(ReadAllFromAvro),
-             parquet | "ReadParquet" >> ReadTypedRecords(ReadAllFromParquet))
+             avro | "ReadAvro" >> ReadAvro(),
+             parquet | "ReadParquet" >> ReadParquet())
             | "AllLogs" >> beam.Flatten())

@@ -58,7 +58,9 @@ def read_all(patterns):
     """(source file name, offset, payload as a dict) of every record the sources yield."""
     def comparable(element):
         if isinstance(element, RawBatch):
-            records = [RawRecord(p, element.source, o) for o, p in zip(element.offsets, element.payloads)]
+            payloads = element.payloads
+            payloads = payloads.to_pylist() if isinstance(payloads, pa.Table) else payloads
+            records = [RawRecord(p, element.source, o) for o, p in zip(element.offsets, payloads)]
         else:
             records = [element]
         for raw in records:
@@ -85,7 +87,7 @@ def test_jsonl_gzip_avro_and_parquet_yield_the_same_records(tmp_path):
 
     expected = ([key("a.jsonl", 2 * i + 1, r) for i, r in enumerate(RECORDS)]
                 + [key("b.jsonl.gz", i + 1, r) for i, r in enumerate(RECORDS)]
-                + [key("c.avro", -1, r) for r in RECORDS] + [key("d.parquet", -1, r) for r in RECORDS])
+                + [key("c.avro", i + 1, r) for i, r in enumerate(RECORDS)] + [key("d.parquet", -1, r) for r in RECORDS])
     pipeline, records = read_all([str(tmp_path / "*.jsonl*"), str(tmp_path / "*.avro"), str(tmp_path / "*.parquet")])
     assert_that(records, equal_to(expected))
     pipeline.run()

@@ -294,7 +294,8 @@ class ParseBatchFn(beam.DoFn):
                 [r.receive_ts for r in records])
         for batch in elements:
             if isinstance(batch, RawBatch):
-                yield from self._parse(batch.source, batch.offsets, batch.payloads, batch.oversize, None)
+                payloads = batch.payloads.to_pylist() if isinstance(batch.payloads, pa.Table) else batch.payloads
+                yield from self._parse(batch.source, batch.offsets, payloads, batch.oversize, batch.receive_ts)
 
     def _parse(self, sources, offsets, payloads, oversize, receive_ts):
         valid, kept, dead_letters = [], [], []
@@ -314,7 +315,9 @@ class ParseBatchFn(beam.DoFn):
         loads, common_fields = orjson.loads, _common_fields
         for index, payload in enumerate(payloads):
             fields = None
-            if index not in oversize:
+            if type(payload) is dict:
+                fields = common_fields(payload)
+            elif index not in oversize:
                 try:
                     record = loads(payload)
                     fields = common_fields(record) if type(record) is dict else None

@@ -80,13 +80,17 @@ def minute_start(epoch_ms: int) -> int:
 class RawBatch(NamedTuple):
     """Many raw records of one source, for bounded input: a replay moves batches, not records.
 
-    `payloads[i]` was read at `offsets[i]`; `oversize` maps an index to the full
-    length of a record cut to a prefix.
+    `payloads[i]` (bytes of a JSON line, or the dict of an Avro/Parquet record;
+    Parquet rows may stay an Arrow table, which moves between steps far cheaper
+    than dicts) was read at `offsets[i]`; `oversize` maps an index to the full length of a
+    record cut to a prefix; `receive_ts`, where the source knows them (the raw
+    archive does), holds each record's ingestion time.
     """
     source: str
     offsets: list
     payloads: list
     oversize: dict
+    receive_ts: Optional[list] = None
 
 
 CLICK_FIELDS = Click._fields
