@@ -7,19 +7,20 @@ import sys
 COMMANDS = {
     "replay": ("runners.replay", "replay raw logs (JSON lines, Avro, Parquet) through the DAG into a sink"),
     "stream": ("runners.stream", "run the DAG as a stream from Pub/Sub or Kafka (DirectRunner, Flink, Dataflow)"),
-    "bench-stream": ("runners.bench_stream", "time the stream draining a Pub/Sub backlog: our dedup vs Beam's"),
     "generate": ("runners.generate", "write a synthetic click log with duplicates, disorder and malformed lines"),
-    "bench": ("runners.bench", "time the replay against DuckDB on the same generated log"),
-    "top": ("runners.report", "print the top ads of the busiest minute in a SQLite sink"),
-    "bigtable": ("runners.bigtable", "create-table: set up the Bigtable sink's table and column families"),
     "serve": ("runners.serve", "serve the query API and the dashboard over a sink (SQLite or Bigtable)"),
+    "bigtable": ("runners.bigtable", "create-table: set up the Bigtable sink's table and column families"),
+    "top": ("runners.report", "print the top ads of the busiest minute in a SQLite sink"),
+    "bench": ("runners.bench", "time the replay against DuckDB on the same generated log"),
+    "bench-stream": ("runners.bench_stream", "time the stream draining a Pub/Sub backlog: our dedup vs Beam's"),
     "bench-api": ("runners.bench_api", "time a sink's writes and the query API's latency on synthetic aggregates"),
 }
 
 
 def usage() -> str:
     lines = ["usage: adclick COMMAND [options]", "", "commands:"]
-    lines += [f"  {name:<10}{summary}" for name, (_, summary) in COMMANDS.items()]
+    width = max(map(len, COMMANDS)) + 2
+    lines += [f"  {name:<{width}}{summary}" for name, (_, summary) in COMMANDS.items()]
     lines.append("\n'adclick COMMAND --help' for a command's options")
     return "\n".join(lines)
 
