@@ -1,1 +1,54 @@
-"""Fixtures that start real servers on 127.0.0.1 and stop them by PID."""
+"""Fixtures that start real servers on 127.0.0.1 and stop them by PID; the shared mechanics live here."""
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+
+
+def start_listening(command, port: int, name: str, timeout: float = 60) -> subprocess.Popen:
+    """Starts `command` in its own process group and waits until 127.0.0.1:port accepts connections.
+
+    Its own group, so that a wrapper script's real server (a JVM, noida-db's
+    binary) is stopped with it.
+    """
+    process = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited with {process.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return process
+        except OSError:
+            time.sleep(0.05)
+    stop_group(process)
+    raise RuntimeError(f"{name} did not listen on port {port} within {timeout:.0f} s")
+
+
+def stop_group(process: subprocess.Popen, sig: int = signal.SIGTERM, grace: float = 15) -> None:
+    """Stops a process group started by `start_listening`: `sig`, then SIGKILL after `grace` seconds."""
+    if process.poll() is None:
+        os.killpg(process.pid, sig)
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@contextlib.contextmanager
+def environment(name: str, value: str):
+    """Sets an environment variable (e.g. BIGTABLE_EMULATOR_HOST) for the block, then restores it."""
+    previous = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield value
+    finally:
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous

@@ -3,14 +3,12 @@
 import itertools
 import os
 import shutil
-import signal
-import socket
 import subprocess
-import time
 
 import pytest
 
 from tests.conftest import free_port
+from tests.servers import environment, start_listening, stop_group
 
 CBTEMULATOR = (shutil.which("cbtemulator")
                or "/usr/lib/google-cloud-sdk/platform/bigtable-emulator/cbtemulator")
@@ -22,29 +20,11 @@ def start_emulator(port: int) -> subprocess.Popen:
     """Starts cbtemulator on 127.0.0.1:port and waits until it accepts connections."""
     if not os.access(CBTEMULATOR, os.X_OK):
         pytest.skip("cbtemulator not installed (Debian package google-cloud-cli-bigtable-emulator)")
-    process = subprocess.Popen([CBTEMULATOR, "-host", "127.0.0.1", "-port", str(port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"cbtemulator exited with {process.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return process
-        except OSError:
-            time.sleep(0.05)
-    stop_emulator(process)
-    raise RuntimeError("cbtemulator did not start listening within 20 s")
+    return start_listening([CBTEMULATOR, "-host", "127.0.0.1", "-port", str(port)], port, "cbtemulator", 20)
 
 
 def stop_emulator(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.kill(process.pid, signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait()
+    stop_group(process, grace=10)
 
 
 @pytest.fixture(scope="session")
@@ -52,16 +32,10 @@ def bigtable_emulator():
     """host:port of a running emulator; BIGTABLE_EMULATOR_HOST points at it meanwhile."""
     port = free_port()
     process = start_emulator(port)
-    host = f"127.0.0.1:{port}"
-    previous = os.environ.get("BIGTABLE_EMULATOR_HOST")
-    os.environ["BIGTABLE_EMULATOR_HOST"] = host
     try:
-        yield host
+        with environment("BIGTABLE_EMULATOR_HOST", f"127.0.0.1:{port}") as host:
+            yield host
     finally:
-        if previous is None:
-            os.environ.pop("BIGTABLE_EMULATOR_HOST", None)
-        else:
-            os.environ["BIGTABLE_EMULATOR_HOST"] = previous
         stop_emulator(process)
 
 

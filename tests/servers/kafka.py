@@ -9,15 +9,14 @@ stopped as a whole.
 import itertools
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import free_port
+from tests.servers import start_listening, stop_group
 
 NOIDA = Path(sys.executable).parent / "noida-db"
 _names = itertools.count()
@@ -26,31 +25,9 @@ _names = itertools.count()
 def start_broker(port: int, data_dir: Path) -> subprocess.Popen:
     if not NOIDA.exists():
         pytest.skip("noida-db is not installed (pip install noida-db)")
-    process = subprocess.Popen(
-        [str(NOIDA), "start", "--data-dir", str(data_dir), "--host", "127.0.0.1", "--only", "kafka",
-         "--kafka-port", str(port)],
-        start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"noida-db exited with {process.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return process
-        except OSError:
-            time.sleep(0.1)
-    stop_broker(process)
-    raise RuntimeError("noida-db's kafka did not listen within 60 s")
-
-
-def stop_broker(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGINT)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    command = [str(NOIDA), "start", "--data-dir", str(data_dir), "--host", "127.0.0.1", "--only", "kafka",
+               "--kafka-port", str(port)]
+    return start_listening(command, port, "noida-db's kafka")
 
 
 @pytest.fixture(scope="session")
@@ -61,7 +38,7 @@ def kafka_broker(tmp_path_factory):
     try:
         yield f"127.0.0.1:{port}"
     finally:
-        stop_broker(process)
+        stop_group(process, signal.SIGINT)
 
 
 @pytest.fixture

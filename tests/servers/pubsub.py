@@ -3,14 +3,12 @@
 import itertools
 import os
 import shutil
-import signal
-import socket
 import subprocess
-import time
 
 import pytest
 
 from tests.conftest import free_port
+from tests.servers import environment, start_listening, stop_group
 
 EMULATOR = (shutil.which("cloud-pubsub-emulator")
             or "/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator")
@@ -21,30 +19,7 @@ _names = itertools.count()
 def start_emulator(port: int) -> subprocess.Popen:
     if not os.access(EMULATOR, os.X_OK):
         pytest.skip("Pub/Sub emulator not installed (Debian package google-cloud-cli-pubsub-emulator)")
-    # Its own session, so the JVM that the wrapper script starts is stopped with it.
-    process = subprocess.Popen([EMULATOR, "--host=127.0.0.1", f"--port={port}"], start_new_session=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the Pub/Sub emulator exited with {process.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return process
-        except OSError:
-            time.sleep(0.1)
-    stop_emulator(process)
-    raise RuntimeError("the Pub/Sub emulator did not listen within 60 s")
-
-
-def stop_emulator(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    return start_listening([EMULATOR, "--host=127.0.0.1", f"--port={port}"], port, "the Pub/Sub emulator")
 
 
 @pytest.fixture(scope="session")
@@ -52,17 +27,11 @@ def pubsub_emulator():
     """host:port of a running emulator; PUBSUB_EMULATOR_HOST points at it meanwhile."""
     port = free_port()
     process = start_emulator(port)
-    host = f"127.0.0.1:{port}"
-    previous = os.environ.get("PUBSUB_EMULATOR_HOST")
-    os.environ["PUBSUB_EMULATOR_HOST"] = host
     try:
-        yield host
+        with environment("PUBSUB_EMULATOR_HOST", f"127.0.0.1:{port}") as host:
+            yield host
     finally:
-        if previous is None:
-            os.environ.pop("PUBSUB_EMULATOR_HOST", None)
-        else:
-            os.environ["PUBSUB_EMULATOR_HOST"] = previous
-        stop_emulator(process)
+        stop_group(process)
 
 
 @pytest.fixture
