@@ -60,14 +60,16 @@ def test_stream_equals_the_truth_and_the_replayed_archive(pubsub_topic, tmp_path
     topic, subscription = pubsub_topic
     sent = publish(emissions_around_now(GeneratorConfig(events=2000, minutes=1, seed=5)), PubSubPublisher(topic))
     db, archive, dead = tmp_path / "stream.db", tmp_path / "archive", tmp_path / "dead"
-    summary_path = tmp_path / "summary.json"
+    summary_path, log_path = tmp_path / "summary.json", tmp_path / "stream.log"
+    # Its output goes to a file: a pipe nobody reads until the end fills up and blocks the stream.
+    log = open(log_path, "wb")
     stream = subprocess.Popen(
         [sys.executable, "-m", "runners.cli", "stream", "--source", subscription, "--sink", f"sqlite:///{db}",
          "--archive", str(archive), "--archive-every-seconds", "3", "--dead-letter", str(dead),
          "--dead-letter-every-seconds", "3", "--early-firing-seconds", "2", "--top-sliding-minutes", "3",
          "--summary", str(summary_path)],
         cwd=Path(__file__).resolve().parent.parent, env=dict(os.environ), start_new_session=True,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        stdout=log, stderr=subprocess.STDOUT)
     try:
         expected = clicks_per_minute(sent.truth)
         wait_for(lambda: db.exists() and sink_clicks_per_minute(db), "the first panes")
@@ -101,8 +103,9 @@ def test_stream_equals_the_truth_and_the_replayed_archive(pubsub_topic, tmp_path
         assert sink_clicks_per_minute(replayed)[("ad-odd", late_minute)] == 5
     finally:
         os.killpg(stream.pid, signal.SIGINT)
-        output = stream.communicate(timeout=120)[0].decode()
-    assert stream.returncode == 0, output[-3000:]
+        stream.wait(timeout=120)
+        log.close()
+    assert stream.returncode == 0, log_path.read_text(errors="replace")[-3000:]
     summary = json.loads(summary_path.read_text())
     assert (summary["read"], summary["unique"], summary["duplicates"], summary["malformed"], summary["skewed"],
             summary["too_late"]) == (sent.read + 9, sent.unique, sent.duplicates, sent.malformed, 4, 5)
