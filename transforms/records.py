@@ -93,11 +93,6 @@ class RawBatch(NamedTuple):
     receive_ts: Optional[list] = None
 
 
-CLICK_FIELDS = Click._fields
-AD_COUNT_COLUMNS = AdCount._fields
-FILTER_COUNT_COLUMNS = FilterCount._fields
-
-
 def rows(element, row_type):
     """The rows of an aggregate element: a `row_type` itself, or a pyarrow Table of them (a replay's batch)."""
     if isinstance(element, row_type):
