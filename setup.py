@@ -14,6 +14,7 @@ setup(
         "apache-beam==2.77.0",
         "fastavro==1.13.1",
         "pyarrow==25.0.1",
+        "msgspec==0.22.0",
         "orjson==3.13.0",
         "numpy==2.4.6",
         "pycountry==26.2.16",

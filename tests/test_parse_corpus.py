@@ -77,6 +77,9 @@ MALFORMED = [
     pytest.param(line(event_id="\ud800"), "invalid_json", id="lone-high-surrogate-escape"),
     pytest.param(line(event_id="\udc00x"), "invalid_json", id="lone-low-surrogate-escape"),
     pytest.param(line(extra="\ud800"), "invalid_json", id="lone-surrogate-in-ignored-field"),
+    pytest.param(line()[:-1] + b',"extra":' + nested(2_000).encode() + b"}", "invalid_json",
+                 id="nested-2k-in-ignored-field"),
+    pytest.param(line()[:-1] + b',"extra":"caf\xe9"}', "not_utf8", id="latin-1-in-ignored-field"),
     pytest.param(line(event_id="a\x01b").replace(b"\\u0001", b"\x01"), "invalid_json", id="raw-control-char"),
     pytest.param(line(event_id="a\nb").replace(b"\\n", b"\n"), "invalid_json", id="raw-newline-in-string"),
     # JSON, but not an object.
@@ -442,6 +445,21 @@ def test_click_like_records_get_the_spec_verdict(record, ascii_only):
             assert validate(record) == expected  # the same dict as a typed source delivers it
 
 
+def through_batch(payloads) -> tuple:
+    """(clicks, dead letters) of one RawBatch through ParseBatchFn, the replay's path."""
+    batch = ParseBatchFn()
+    batch.setup()
+    outputs = list(batch.process([RawBatch("corpus", list(range(1, len(payloads) + 1)), payloads, {})]))
+    clicks = [c for o in outputs if not isinstance(o, beam.pvalue.TaggedOutput) for c in rows(o, Click)]
+    return clicks, [o.value for o in outputs if isinstance(o, beam.pvalue.TaggedOutput)]
+
+
+def per_record(payloads) -> tuple:
+    """(clicks, reasons) as `validate` judges the payloads one by one."""
+    verdicts = [validate(payload) for payload in payloads]
+    return [v for v in verdicts if isinstance(v, Click)], [v.reason for v in verdicts if isinstance(v, Malformed)]
+
+
 @SETTINGS
 @given(st.lists(CLICK_LIKE.map(lambda r: as_json(r, True)) | st.binary(max_size=200)
                 | st.binary(min_size=1_000, max_size=1_500) | JSON_VALUES.map(lambda v: as_json(v, False)),
@@ -450,10 +468,22 @@ def test_every_record_is_exactly_one_click_or_dead_letter(payloads):
     clicks, dead = check_partition(payloads)
     assert len(clicks) + len(dead) == len(payloads)
 
-    batch = ParseBatchFn()
-    batch.setup()
-    outputs = list(batch.process([RawBatch("corpus", list(range(1, len(payloads) + 1)), payloads, {})]))
-    tables = [o for o in outputs if not isinstance(o, beam.pvalue.TaggedOutput)]
-    letters = [o.value for o in outputs if isinstance(o, beam.pvalue.TaggedOutput)]
-    assert [c for table in tables for c in rows(table, Click)] == [c._replace(receive_ts=None) for c in clicks]
+    batch_clicks, letters = through_batch(payloads)
+    assert batch_clicks == [c._replace(receive_ts=None) for c in clicks]
     assert letters == dead
+
+
+@SETTINGS
+@given(st.lists(CLICK_LIKE, max_size=15))
+def test_typed_records_in_a_batch_get_the_per_record_verdict(records):
+    """Avro and Parquet deliver dicts: the batch path judges them as `validate` does one by one."""
+    clicks, letters = through_batch(records)
+    assert (clicks, [letter.reason for letter in letters]) == per_record(records)
+
+
+def test_ignored_fields_get_the_same_verdict_in_a_batch():
+    """The batch path skips nothing the per-record path reads: one JSON parser decides for both."""
+    payloads = [line()[:-1] + b',"extra":' + value + b"}"
+                for value in (b"1e400", b"-1e999", b'"caf\xe9"', nested(2_000).encode(), b"[1, {}]")]
+    clicks, letters = through_batch(payloads)
+    assert (clicks, [letter.reason for letter in letters]) == per_record(payloads) and len(clicks) == 1
