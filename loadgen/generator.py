@@ -11,6 +11,7 @@ generator stays an independent oracle for the code it tests.
 
 import dataclasses
 import datetime
+import functools
 import gzip as gzip_module
 import ipaddress
 import pathlib
@@ -74,6 +75,7 @@ class GeneratorConfig:
     seed: int = 7
     ads: int = 1_000
     zipf_exponent: float = 1.1  # p(ad of rank r) ∝ 1 / r ** zipf_exponent
+    hot_ad_share: Optional[float] = None  # the top ad's share of clicks; when set, it fixes the exponent
     users: int = 5_000
     start_ms: int = 1_767_225_600_000  # 2026-01-01T00:00:00Z
     minutes: int = 10  # event times fall in [start_ms, start_ms + minutes)
@@ -102,6 +104,39 @@ class GeneratorConfig:
             raise ValueError("need 0 <= disorder_seconds <= late_max_seconds")
         if self.resend_max_seconds < 0 or not self.countries:
             raise ValueError("resend_max_seconds must be >= 0 and countries non-empty")
+        if self.hot_ad_share is not None and not 1 / self.ads <= self.hot_ad_share < 1:
+            raise ValueError(f"hot_ad_share must be in [1/ads, 1) = [{1 / self.ads:g}, 1)")
+
+    @property
+    def effective_zipf_exponent(self) -> float:
+        """The exponent the ads are drawn with: solved from hot_ad_share when that is set."""
+        if self.hot_ad_share is None:
+            return self.zipf_exponent
+        return zipf_exponent_for_top_share(self.ads, self.hot_ad_share)
+
+
+@functools.lru_cache(maxsize=None)
+def zipf_exponent_for_top_share(ads: int, share: float) -> float:
+    """The s for which the top of `ads` Zipf-ranked ads gets `share` of the clicks.
+
+    The top ad's share, 1 / sum(r ** -s for r in 1..ads), grows from 1/ads at s = 0
+    towards 1, so bisection finds s. Hot keys are easier to ask for by share ("30% of
+    clicks on one ad") than by exponent, whose effect depends on the number of ads.
+    """
+    if not 1 / ads <= share < 1:
+        raise ValueError(f"a top share must be in [1/ads, 1) = [{1 / ads:g}, 1)")
+    ranks = np.arange(1, ads + 1, dtype=float)
+
+    def top_share(s):
+        return 1 / np.sum(ranks ** -s)
+
+    low, high = 0.0, 1.0
+    while top_share(high) < share:
+        low, high = high, 2 * high
+    for _ in range(100):
+        middle = (low + high) / 2
+        low, high = (middle, high) if top_share(middle) < share else (low, middle)
+    return (low + high) / 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -256,7 +291,7 @@ def _ad_names(config: GeneratorConfig, rng) -> List[str]:
 
 def _zipf_ranks(config: GeneratorConfig, rng, n: int) -> np.ndarray:
     """0-based ad ranks drawn with p ∝ 1/rank^s over a finite set (numpy's zipf is unbounded)."""
-    cdf = np.cumsum(1.0 / np.arange(1, config.ads + 1) ** config.zipf_exponent)
+    cdf = np.cumsum(1.0 / np.arange(1, config.ads + 1) ** config.effective_zipf_exponent)
     ranks = np.searchsorted(cdf, rng.random(n) * cdf[-1], side="right")
     return np.minimum(ranks, config.ads - 1)
 
