@@ -105,13 +105,14 @@ def run(argv=None) -> dict:
     parser.add_argument("--events", type=int, default=1_000_000, help="unique clicks to generate (default 1M)")
     parser.add_argument("--format", default="jsonl", choices=("jsonl", "parquet"))
     parser.add_argument("--files", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--hot-ad-share", type=float, help="the top ad's share of clicks (default: Zipf s=1.1)")
     parser.add_argument("--workdir", help="keep the log and database here (default: a temporary directory)")
     args, replay_args = parser.parse_known_args(argv)
 
     with tempfile.TemporaryDirectory() as scratch:
         work = pathlib.Path(args.workdir or scratch)
-        log_dir = work / f"log-{args.events}-{args.format}"
-        config = GeneratorConfig(events=args.events, minutes=max(10, args.events // 20_000))
+        log_dir = work / f"log-{args.events}-{args.format}{f'-hot{args.hot_ad_share}' if args.hot_ad_share else ''}"
+        config = GeneratorConfig(args.events, minutes=max(10, args.events // 20_000), hot_ad_share=args.hot_ad_share)
         if not (log_dir / "manifest.json").exists():
             print(f"generating {args.events:,} clicks into {log_dir} ...", flush=True)
             write_log(config, log_dir, args.format, files=args.files)
