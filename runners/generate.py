@@ -7,6 +7,10 @@ import sys
 from loadgen.generator import FORMATS, GeneratorConfig, write_log
 
 
+SHAPE_HELP = {"hot_ad_share": "the top ad's share of clicks, e.g. 0.3; sets the Zipf exponent for --ads "
+                              "(default: --zipf-exponent decides)"}
+
+
 def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="adclick generate",
@@ -28,8 +32,9 @@ def parser() -> argparse.ArgumentParser:
         if field.name == "countries":
             continue
         flag = "--" + field.name.replace("_", "-")
-        group.add_argument(flag, type=type(getattr(defaults, field.name)), default=getattr(defaults, field.name),
-                           dest=field.name, help="default: %(default)s")
+        default = getattr(defaults, field.name)
+        group.add_argument(flag, type=float if default is None else type(default), default=default,
+                           dest=field.name, help=SHAPE_HELP.get(field.name, "default: %(default)s"))
     return parser
 
 
@@ -42,9 +47,13 @@ def run(argv=None) -> dict:
     if not args.out:
         sys.exit("adclick generate: --out DIR or --to URL is required")
     try:
-        manifest = write_log(GeneratorConfig(**shape), args.out, args.format, args.files, args.gzip)
+        config = GeneratorConfig(**shape)
+        manifest = write_log(config, args.out, args.format, args.files, args.gzip)
     except (ValueError, FileExistsError) as error:
         sys.exit(f"adclick generate: {error}")
+    if config.hot_ad_share is not None:
+        print(f"Zipf exponent {config.effective_zipf_exponent:.4f} puts {config.hot_ad_share:.0%} of clicks "
+              f"on the top of {config.ads:,} ads")
     print(f"wrote {manifest['read']:,} records to {args.out}: {manifest['unique']:,} unique clicks, "
           f"{manifest['duplicates']:,} resends, {manifest['malformed']:,} malformed")
     return manifest
