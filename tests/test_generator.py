@@ -208,6 +208,28 @@ def test_ads_follow_zipf(log):
 
 
 def _read_jsonl(out, manifest):
+@pytest.mark.parametrize("ads", [10, 1_000, 100_000])
+def test_hot_ad_share_puts_that_share_of_clicks_on_the_top_ad(ads):
+    config = GeneratorConfig(events=20_000, ads=ads, users=500, hot_ad_share=0.3)
+    s = config.effective_zipf_exponent
+    assert abs(1 / sum(rank ** -s for rank in range(1, ads + 1)) - 0.3) < 1e-9
+    clicks = collections.Counter(event["ad_id"] for event in generate(config).truth)
+    assert abs(clicks.most_common(1)[0][1] / config.events - 0.3) < 0.015
+
+
+def test_without_a_hot_ad_share_the_exponent_decides():
+    assert GeneratorConfig(zipf_exponent=0.9).effective_zipf_exponent == 0.9
+    assert generate(GeneratorConfig(events=500, hot_ad_share=None)).lines == generate(GeneratorConfig(events=500)).lines
+
+
+def test_generate_command_takes_a_hot_ad_share(tmp_path):
+    generate_command.run(["--out", str(tmp_path), "--events", "5000", "--ads", "50", "--hot-ad-share", "0.3"])
+    truth = [json.loads(line) for line in (tmp_path / "truth.jsonl").read_bytes().splitlines()]
+    top = collections.Counter(event["ad_id"] for event in truth).most_common(1)[0][1]
+    assert abs(top / len(truth) - 0.3) < 0.03
+    assert json.loads((tmp_path / "manifest.json").read_bytes())["config"]["hot_ad_share"] == 0.3
+
+
     lines = []
     for name in manifest["files"]:
         data = (out / name).read_bytes()
@@ -287,6 +309,7 @@ def test_bad_write_options_are_refused(tmp_path, kwargs):
     {"events": 0}, {"duplicate_rate": 1.5}, {"malformed_rate": -0.1}, {"start_ms": 0},
     {"start_ms": END_MS - 60_000, "minutes": 2}, {"disorder_seconds": 400}, {"countries": ()},
 ])
+    {"hot_ad_share": 1.0}, {"ads": 1_000, "hot_ad_share": 0.0009}, {"ads": 1, "hot_ad_share": 0.5},
 def test_config_rejects_what_would_break_the_truth(overrides):
     with pytest.raises(ValueError):
         GeneratorConfig(**overrides)
