@@ -33,7 +33,7 @@ def build_pipeline(
         archive: Optional[beam.PTransform] = None) -> beam.Pipeline:
     """Adds the DAG to `pipeline` and returns it, ready to run."""
     window, aggregates, stream = config.window, config.aggregates, config.stream
-    parsed = pipeline | "ReadRaw" >> source | "Parse" >> ParseClicks()
+    parsed = pipeline | "ReadRaw" >> source | "Parse" >> ParseClicks(config.parse_processes)
     if archive is not None:
         parsed[VALID] | "ArchiveRaw" >> archive
     timely = parsed[VALID] | "CheckSkew" >> SetAsideSkewed(config.max_skew_seconds)
@@ -46,7 +46,8 @@ def build_pipeline(
         in_time[VALID]
         | "Dedup" >> DedupByEventId(
             config.dedup_ttl_seconds, bucket_seconds=stream.dedup_bucket_seconds,
-            shards_per_bucket=stream.dedup_shards_per_bucket, per_key=stream.dedup_per_key)
+            shards_per_bucket=stream.dedup_shards_per_bucket, per_key=stream.dedup_per_key,
+            columns=("click_ts", "receive_ts", "ad_id") + tuple(sorted(set(sum(aggregates.filter_dimensions, ())))))
         | "Window" >> WindowClicks(
             window.size_seconds, window.allowed_lateness_seconds, window.early_firing_seconds))
     results = clicks | "Aggregate" >> AggregateClicks(

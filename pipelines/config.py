@@ -39,3 +39,4 @@ class PipelineConfig:
     dedup_ttl_seconds: Optional[int] = 3600
     max_skew_seconds: int = 300  # a click_ts further ahead of its receive time is set aside
     stream: StreamConfig = field(default_factory=StreamConfig)
+    parse_processes: int = 0  # worker processes that judge a replay's batches; 0: the runner's own

@@ -21,7 +21,7 @@ import duckdb
 import psutil
 
 from loadgen.generator import GeneratorConfig, write_log
-from transforms.parse import COUNTRY_CODES
+from transforms.validation import COUNTRY_CODES
 
 # The SPEC's rules as far as SQL goes: the baseline must count what the replay counts.
 DUCKDB_COUNTS = """

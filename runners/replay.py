@@ -1,13 +1,15 @@
 """`adclick replay`: the DAG over raw logs, as a batch (backfill, recomputation)."""
 
 import argparse
+import dataclasses
 import json
 import logging
+import os
 import sys
 import time
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from pipelines.click_pipeline import build_pipeline
 from runners import options as cli_options
@@ -31,8 +33,18 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--dead-letter", default="dead-letters.jsonl", metavar="PATH",
                         help="JSON-lines file for malformed records (default: %(default)s)")
     parser.add_argument("--summary", metavar="PATH", help="also write the run summary as JSON here")
+    parser.add_argument("--parse-processes", type=int, metavar="N",
+                        help="worker processes that parse and validate (default: one per core on the DirectRunner, "
+                             "whose runner works in one process; none elsewhere, where workers are the parallelism)")
     cli_options.add_pipeline_arguments(parser)
     return parser
+
+
+def parse_processes(args: argparse.Namespace, options: PipelineOptions) -> int:
+    if args.parse_processes is not None:
+        return args.parse_processes
+    runner = options.view_as(StandardOptions).runner
+    return os.cpu_count() or 1 if runner in (None, "DirectRunner", "SwitchingDirectRunner") else 0
 
 
 def run(argv=None) -> dict:
@@ -49,7 +61,7 @@ def run(argv=None) -> dict:
         source=source_for(args.input, args.input_format),
         sink=sink,
         dead_letter_sink=WriteDeadLetters(args.dead_letter),
-        config=cli_options.pipeline_config(args))
+        config=dataclasses.replace(cli_options.pipeline_config(args), parse_processes=parse_processes(args, options)))
     result = pipeline.run()
     result.wait_until_finish()
     summary = summarize(counters(result))

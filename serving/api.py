@@ -27,7 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving.store import Store, StoreUnavailable
 from transforms.aggregates import FILTER_DIMENSIONS, UNKNOWN
-from transforms.parse import COUNTRY_CODES, MAX_CLICK_TS, MAX_ID_LENGTH, MAX_OPTIONAL_LENGTH, MIN_CLICK_TS
+from transforms.validation import COUNTRY_CODES, MAX_CLICK_TS, MAX_ID_LENGTH, MAX_OPTIONAL_LENGTH, MIN_CLICK_TS
 from transforms.records import MINUTE_MS, minute_start
 
 LOG = logging.getLogger(__name__)

@@ -1,13 +1,14 @@
 """Raw click logs on any Beam filesystem: JSON lines (plain or gzip), Avro and Parquet.
 
-Logs are bounded, so every reader yields `RawBatch`es: JSON lines as raw bytes
-(so that a bad line is judged by the parser, not lost by a decoder), Avro and
-Parquet records as the dicts their readers decode.
+Logs are bounded, so every reader yields batches: JSON lines as `RawLines`, runs
+of raw bytes the parser splits (so that a bad line is judged by the parser, not
+lost by a decoder), Avro and Parquet records as `RawBatch`es of what their
+readers decode.
 """
 
 import logging
 import os
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence, Tuple
 
 import apache_beam as beam
 from apache_beam.io import fileio
@@ -16,8 +17,7 @@ import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.parquetio import ReadAllFromParquetBatched
 
-from transforms.parse import BATCH_SIZE, MAX_RECORD_BYTES
-from transforms.records import RawBatch
+from transforms.records import BATCH_SIZE, MAX_RECORD_BYTES, RawBatch, RawLines
 
 FORMATS = ("jsonl", "avro", "parquet")
 CHUNK_BYTES = 8 << 20
@@ -45,66 +45,53 @@ def check_patterns(patterns: Sequence[str]) -> None:
             raise FileNotFoundError(f"no input file matches {pattern!r}")
 
 
-def split_lines(chunks: Iterable[bytes], max_bytes: int = MAX_RECORD_BYTES):
-    """(line, full_length) for each line, empty ones too, so that callers can number them;
-    a line over `max_bytes` keeps only its prefix. The newline that ends the last line
-    does not start another.
+def runs_of_lines(chunks: Iterable[bytes], max_bytes: int = MAX_RECORD_BYTES) -> Iterator[Tuple[int, bytes, dict]]:
+    """(number of its first line, a run of whole lines, {0: full length} if it is one line cut to
+    `max_bytes`) for each run in a file's chunks; a CR before a newline is no part of a length.
 
-    Memory stays bounded by one chunk plus `max_bytes`, however long a line is.
-    A `\r` before the newline (CRLF files) is not part of the line.
+    A run ends where a chunk's last line ends. A line that runs past a chunk and
+    `max_bytes` goes alone, cut: memory stays bounded by one chunk plus `max_bytes`.
     """
-    head = b""  # the start of the line that runs past the current chunk (at most max_bytes)
+    number = 1
+    head = b""  # the start of the line that runs past the chunks so far
     dropped = 0  # bytes of that line beyond max_bytes
-
-    def finished(line, length):
-        if line.endswith(b"\r") and length == len(line):
-            return line[:-1], length - 1
-        return line, length
-
+    last = b""  # its last byte so far
     for chunk in chunks:
-        lines = chunk.split(b"\n")
-        rest = lines.pop()
-        if lines:
-            first = head + lines[0]
-            lines[0] = first[:max_bytes]
-            yield finished(lines[0], len(first) + dropped)
-            for line in lines[1:]:
-                if len(line) > max_bytes:
-                    yield line[:max_bytes], len(line)
-                else:
-                    yield finished(line, len(line))
-            head, dropped = b"", 0
-        head += rest
+        start = 0
+        if dropped:
+            end = chunk.find(b"\n")
+            if end < 0:
+                dropped, last = dropped + len(chunk), chunk[-1:]
+                continue
+            dropped, last = dropped + end, chunk[end - 1:end] if end else last
+            yield number, head, {0: len(head) + dropped - (last == b"\r")}
+            number, head, dropped, start = number + 1, b"", 0, end + 1
+        end = chunk.rfind(b"\n", start)
+        if end < 0:
+            head += chunk[start:]
+        else:
+            run = head + chunk[start:end + 1]
+            yield number, run, {}
+            number += run.count(b"\n")
+            head = chunk[end + 1:]
         if len(head) > max_bytes:
-            dropped += len(head) - max_bytes
-            head = head[:max_bytes]
+            dropped, last, head = len(head) - max_bytes, head[-1:], head[:max_bytes]
     if head or dropped:
-        yield finished(head, len(head) + dropped)
+        yield number, head, {0: len(head) + dropped - (last == b"\r")} if dropped else {}
 
 
 class ReadJsonLinesFn(beam.DoFn):
-    """Streams one matched file (gzip by extension) into batches of numbered raw lines."""
+    """Streams one matched file (gzip by extension) as runs of whole lines, split by the parser."""
 
     def process(self, readable_file):
         path = readable_file.metadata.path
         logging.info("reading %s (%d bytes)", path, readable_file.metadata.size_in_bytes)
         with readable_file.open(mime_type="application/octet-stream") as handle:
             chunks = iter(lambda: handle.read(CHUNK_BYTES), b"")
-            batch = RawBatch(path, [], [], {})
-            for number, (line, length) in enumerate(split_lines(chunks), start=1):
-                if not length:
-                    continue  # an empty line is no record
-                if length > len(line):
-                    batch.oversize[len(batch.payloads)] = length
-                batch.offsets.append(number)
-                batch.payloads.append(line)
-                if len(batch.payloads) == BATCH_SIZE:
-                    yield batch
-                    batch = RawBatch(path, [], [], {})
-                if number % PROGRESS_EVERY_LINES == 0:
-                    logging.info("%s: %d lines read", path, number)
-            if batch.payloads:
-                yield batch
+            for first_line, data, oversize in runs_of_lines(chunks):
+                if first_line // PROGRESS_EVERY_LINES != (first_line + BATCH_SIZE) // PROGRESS_EVERY_LINES:
+                    logging.info("%s: at line %d", path, first_line)
+                yield RawLines(path, first_line, data, oversize)
 
 
 class ReadJsonLines(beam.PTransform):

@@ -19,7 +19,7 @@ import pycountry
 import pytest
 
 from loadgen.generator import MALFORMED_KINDS, GeneratorConfig, generate, write_log
-from transforms.parse import Malformed, validate
+from transforms.validation import Malformed, validate
 from transforms.records import Click
 
 SMALL = GeneratorConfig(events=3_000, ads=100, users=500, malformed_rate=0.03, late_rate=0.02)

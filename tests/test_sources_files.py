@@ -10,8 +10,8 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 from hypothesis import given, strategies as st
 
-from sources.files import ReadRawLogs, check_patterns, format_of, split_lines
-from transforms.records import RawBatch, RawRecord
+from sources.files import ReadRawLogs, check_patterns, format_of, runs_of_lines
+from transforms.records import RawBatch, RawLines, RawRecord
 
 RECORDS = [
     {"event_id": "e1", "ad_id": "a1", "click_ts": 1767225600000, "country": "US"},
@@ -23,26 +23,36 @@ def chunked(data, size):
     return [data[i:i + size] for i in range(0, len(data), size)] or [b""]
 
 
+def read_lines(chunks, max_bytes):
+    """(line number, line, full length) of every record, as the reader's runs and the parser's split have them."""
+    found = []
+    for first_line, data, oversize in runs_of_lines(chunks, max_bytes):
+        numbers, lines, cut = RawLines("f", first_line, data, oversize).lines(max_bytes)
+        found += [(n, line, cut.get(i, len(line))) for i, (n, line) in enumerate(zip(numbers, lines))]
+    return found
+
+
 @given(st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")), max_size=20),
        st.integers(1, 50), st.integers(1, 30))
-def test_split_lines_recovers_every_line_across_chunk_boundaries(lines, chunk_size, max_bytes):
+def test_every_line_is_read_across_chunk_boundaries(lines, chunk_size, max_bytes):
     data = b"\n".join(lines)
     expected = []
-    for line in lines:
-        length = len(line) - (1 if line.endswith(b"\r") and len(line) <= max_bytes else 0)
-        expected.append((line[:length] if len(line) <= max_bytes else line[:max_bytes], length))
-    if lines and not lines[-1]:
-        expected.pop()  # a final newline ends the last line; it starts none
-    assert list(split_lines(chunked(data, chunk_size), max_bytes)) == expected
+    for number, line in enumerate(lines, 1):
+        if line.endswith(b"\r"):
+            line = line[:-1]  # a CR before a newline (or the end) is no part of the line
+        if line:
+            expected.append((number, line[:max_bytes], len(line)))
+    assert read_lines(chunked(data, chunk_size), max_bytes) == expected
 
 
 def test_a_line_longer_than_the_limit_keeps_a_prefix_and_its_full_length():
-    data = b"x" * 5000 + b"\n{}\n"
-    assert list(split_lines(chunked(data, 7), max_bytes=100)) == [(b"x" * 100, 5000), (b"{}", 2)]
+    data = b"x" * 5000 + b"\r\n{}\n"
+    assert read_lines(chunked(data, 7), max_bytes=100) == [(1, b"x" * 100, 5000), (2, b"{}", 2)]
+    assert read_lines([data], max_bytes=100) == [(1, b"x" * 100, 5000), (2, b"{}", 2)]
 
 
-def test_empty_lines_keep_their_numbers():
-    assert list(split_lines([b"a\n\n\r\nb\n"])) == [(b"a", 1), (b"", 0), (b"", 0), (b"b", 1)]
+def test_empty_lines_are_no_records_but_keep_their_numbers():
+    assert read_lines([b"a\n\n\r\nb\n"], 100) == [(1, b"a", 1), (4, b"b", 1)]
 
 
 def test_format_of_by_extension():
@@ -57,7 +67,10 @@ def test_a_pattern_matching_nothing_is_a_clear_error(tmp_path):
 def read_all(patterns):
     """(source file name, offset, payload as a dict) of every record the sources yield."""
     def comparable(element):
-        if isinstance(element, RawBatch):
+        if isinstance(element, RawLines):
+            numbers, lines, _ = element.lines()
+            records = [RawRecord(line, element.source, n) for n, line in zip(numbers, lines)]
+        elif isinstance(element, RawBatch):
             payloads = element.payloads
             payloads = payloads.to_pylist() if isinstance(payloads, pa.Table) else payloads
             records = [RawRecord(p, element.source, o) for o, p in zip(element.offsets, payloads)]

@@ -15,7 +15,7 @@ in the DAG the TTL outlives the allowed lateness, so such a copy is too late
 before it can be counted twice (docs/streaming.md).
 """
 
-from typing import Any, Optional, Tuple
+from typing import Any, Optional, Sequence, Tuple
 
 import apache_beam as beam
 import numpy as np
@@ -66,13 +66,16 @@ def stable_hash(strings) -> np.ndarray:
 
 
 class _ShardByEventId(beam.DoFn):
-    """Splits a batch of clicks into (shard, batch) by event_id; copies, not slices, so a
-    pickled part carries only its own rows."""
+    """Splits a batch of clicks into (shard, batch) by event_id, keeping event_id and `columns`
+    (all if None); copies, not slices, so a pickled part carries only its own rows."""
 
-    def __init__(self, shards: int):
+    def __init__(self, shards: int, columns: Optional[Sequence[str]]):
         self._shards = shards
+        self._columns = columns
 
     def process(self, clicks: pa.Table):
+        if self._columns is not None:
+            clicks = clicks.select(["event_id"] + [name for name in self._columns if name != "event_id"])
         shard_of_row = stable_hash(clicks["event_id"]) % np.uint64(self._shards)
         for shard in np.unique(shard_of_row):
             yield int(shard), clicks.take(np.flatnonzero(shard_of_row == shard))
@@ -88,7 +91,8 @@ class _FirstCopies(beam.DoFn):
     def process(self, shard_and_batches):
         _, batches = shard_and_batches
         clicks = pa.concat_tables(batches)
-        order = pc.sort_indices(clicks, sort_keys=FIRST_COPY_ORDER).to_numpy()
+        order = pc.sort_indices(clicks, sort_keys=[key for key in FIRST_COPY_ORDER if key[0] in clicks.column_names])
+        order = order.to_numpy()
         event_ids = clicks["event_id"].take(order).combine_chunks()
         first = np.ones(len(order), dtype=bool)
         if len(order) > 1:
@@ -162,7 +166,9 @@ class DedupByEventId(beam.PTransform):
     """Drops resent copies of a click.
 
     Bounded input (Arrow batches of clicks): exact over the whole input, spread
-    over `shards`. Unbounded input (one Click per element, stamped with its
+    over `shards`; only event_id and `columns` (all if None) are shuffled and kept:
+    a replay moves what the steps after it read, not whole clicks. The first copy is
+    the same either way as far as those columns go. Unbounded input (one Click per element, stamped with its
     click_ts): the event_ids of each `bucket_seconds` of event time, over
     `shards_per_bucket` keys, remembered until the watermark passes the bucket's
     end plus `ttl_seconds`.
@@ -170,9 +176,10 @@ class DedupByEventId(beam.PTransform):
 
     def __init__(self, ttl_seconds: Optional[int] = None, shards: int = DEFAULT_SHARDS,
                  bucket_seconds: float = DEFAULT_BUCKET_SECONDS, shards_per_bucket: int = DEFAULT_SHARDS_PER_BUCKET,
-                 per_key: bool = False):
+                 per_key: bool = False, columns: Optional[Sequence[str]] = None):
         super().__init__()
         self._ttl_seconds = ttl_seconds
+        self._columns = columns
         self._shards = shards
         self._bucket_ms = max(1, round(bucket_seconds * 1000))
         self._shards_per_bucket = shards_per_bucket
@@ -196,6 +203,6 @@ class DedupByEventId(beam.PTransform):
                 .with_input_types(Tuple[Tuple[int, int], Any]))
         return (
             clicks
-            | "ShardByEventId" >> beam.ParDo(_ShardByEventId(self._shards))
+            | "ShardByEventId" >> beam.ParDo(_ShardByEventId(self._shards, self._columns))
             | "GatherShards" >> beam.GroupByKey()
             | "FirstCopies" >> beam.ParDo(_FirstCopies()))

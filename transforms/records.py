@@ -4,9 +4,11 @@ They are NamedTuples so that they pickle small, compare by value in tests and
 carry their field names into dead letters and the raw archive.
 """
 
-from typing import NamedTuple, Optional, Union
+from typing import NamedTuple, Optional, Sequence, Tuple, Union
 
 MINUTE_MS = 60_000
+BATCH_SIZE = 50_000  # records in a batch of bounded input
+MAX_RECORD_BYTES = 1 << 20  # a longer record is judged by its prefix: too long
 
 
 class RawRecord(NamedTuple):
@@ -91,6 +93,40 @@ class RawBatch(NamedTuple):
     payloads: list
     oversize: dict
     receive_ts: Optional[list] = None
+
+
+class RawLines(NamedTuple):
+    """A run of whole lines of a JSON-lines file, for bounded input: the parser splits it, so
+    that reading a log costs no work per line. Line i of `data` is line `first_line + i`
+    of `source`; `oversize` maps the index of a line cut to its prefix to its full length.
+    """
+    source: str
+    first_line: int
+    data: bytes
+    oversize: dict
+
+    def lines(self, max_bytes: int = MAX_RECORD_BYTES) -> Tuple[Sequence[int], list, dict]:
+        """(line numbers, lines, {index: full length} of the lines cut to `max_bytes`), as a
+        line reader has them: a CR before a newline is no part of a line, an empty line no record."""
+        data = self.data
+        if b"\r" in data and not self.oversize:
+            data = data.replace(b"\r\n", b"\n")
+            if data.endswith(b"\r"):
+                data = data[:-1]
+        lines = data.split(b"\n")
+        if data.endswith(b"\n"):
+            lines.pop()
+        numbers = range(self.first_line, self.first_line + len(lines))
+        if not data or b"\n\n" in data or data.startswith(b"\n"):
+            kept = [i for i, line in enumerate(lines) if line]
+            lines, numbers = [lines[i] for i in kept], [numbers[i] for i in kept]
+        oversize = dict(self.oversize)
+        if lines and max(map(len, lines)) > max_bytes:
+            for i, line in enumerate(lines):
+                if len(line) > max_bytes:
+                    oversize[i] = len(line)
+                    lines[i] = line[:max_bytes]
+        return numbers, lines, oversize
 
 
 def rows(element, row_type):

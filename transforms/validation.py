@@ -1,0 +1,369 @@
+"""The rules of SPEC.md's event table, and the verdicts on whole batches of raw records.
+
+Plain Python, Arrow and msgspec, no Beam: the parse DoFns run it in their own
+process or hand batches to worker processes, which then import only this. Every
+record gets exactly one verdict: a click, or the first rule it breaks.
+"""
+
+import contextlib
+import datetime
+import functools
+import gc
+import ipaddress
+from typing import Annotated, NamedTuple, Optional, Union
+
+import msgspec
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pycountry
+
+from transforms.records import MAX_RECORD_BYTES, Click, DeadLetter, RawBatch, RawLines, RawRecord
+
+MAX_ID_LENGTH = 256
+MAX_OPTIONAL_LENGTH = 256
+MIN_CLICK_TS = 946_684_800_000  # 2000-01-01T00:00:00Z
+MAX_CLICK_TS = 4_102_444_800_000  # 2100-01-01T00:00:00Z (exclusive)
+DEAD_LETTER_PREFIX_BYTES = 1024
+
+COUNTRY_CODES = frozenset(c.alpha_2 for c in pycountry.countries)
+EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+ONE_MS = datetime.timedelta(milliseconds=1)
+LARGEST_INT = 2 ** 63  # orjson reads integers beyond 64 bits as floats
+
+# Addresses already in Python's canonical text (dotted quads without leading zeros; eight
+# lowercase IPv6 groups, none zero, none zero-padded); any other address is normalized row by row.
+CANONICAL_IP = (r"^(((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+                r"|([1-9a-f][0-9a-f]{0,3}:){7}[1-9a-f][0-9a-f]{0,3})$")
+
+CLICK_SCHEMA = pa.schema([
+    ("event_id", pa.string()), ("ad_id", pa.string()), ("click_ts", pa.int64()), ("user_id", pa.string()),
+    ("ip", pa.string()), ("country", pa.string()), ("receive_ts", pa.int64())])
+
+
+class Malformed(NamedTuple):
+    """Why a record is not a click: a stable reason code and a readable detail."""
+    reason: str
+    detail: str
+
+
+class _Invalid(Exception):
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.malformed = Malformed(reason, detail)
+
+
+def _required_string(record: dict, field: str) -> str:
+    value = record.get(field)
+    if value is None:
+        raise _Invalid("missing_field", f"{field} is required")
+    if not isinstance(value, str):
+        raise _Invalid("wrong_type", f"{field} must be a string, got {type(value).__name__}")
+    if not 1 <= len(value) <= MAX_ID_LENGTH:
+        raise _Invalid("out_of_range", f"{field} must be 1..{MAX_ID_LENGTH} characters, got {len(value)}")
+    return value
+
+
+def _optional_string(record: dict, field: str) -> Optional[str]:
+    value = record.get(field)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _Invalid("wrong_type", f"{field} must be a string or null, got {type(value).__name__}")
+    if len(value) > MAX_OPTIONAL_LENGTH:
+        raise _Invalid("out_of_range", f"{field} must be at most {MAX_OPTIONAL_LENGTH} characters, got {len(value)}")
+    return value
+
+
+def _click_ts(record: dict) -> int:
+    value = record.get("click_ts")
+    if value is None:
+        raise _Invalid("missing_field", "click_ts is required")
+    if isinstance(value, float) and value == value and abs(value) >= LARGEST_INT:
+        raise _Invalid("out_of_range", "click_ts must be from 2000-01-01 to 2100-01-01 UTC")
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise _Invalid("wrong_type", f"click_ts must be epoch ms (integer) or ISO-8601, got {type(value).__name__}")
+    if isinstance(value, str):
+        if len(value) > 64:
+            raise _Invalid("bad_timestamp", "click_ts is not an ISO-8601 timestamp")
+        try:
+            parsed = datetime.datetime.fromisoformat(value)
+        except ValueError:
+            raise _Invalid("bad_timestamp", "click_ts is not an ISO-8601 timestamp") from None
+        if parsed.tzinfo is None:
+            raise _Invalid("bad_timestamp", "click_ts has no time zone")
+        value = (parsed - EPOCH) // ONE_MS  # truncated like epoch ms: 59.9996 s is still second 59
+    if not MIN_CLICK_TS <= value < MAX_CLICK_TS:
+        raise _Invalid("out_of_range", "click_ts must be from 2000-01-01 to 2100-01-01 UTC")
+    return value
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _normalized_ip(value: str) -> Optional[str]:
+    """The canonical text of an IP address, None if it is not one (cached: clients click many times)."""
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        return None
+
+
+def _ip(record: dict) -> Optional[str]:
+    value = _optional_string(record, "ip")
+    if value is None:
+        return None
+    normalized = _normalized_ip(value)
+    if normalized is None:
+        raise _Invalid("invalid_ip", "ip is not an IPv4 or IPv6 address")
+    return normalized
+
+
+def _country(record: dict) -> Optional[str]:
+    value = _optional_string(record, "country")
+    if value is None:
+        return None
+    code = value.upper() if len(value) == 2 and value.isascii() else None
+    if code not in COUNTRY_CODES:
+        raise _Invalid("invalid_country", "country is not an ISO 3166-1 alpha-2 code")
+    return code
+
+
+def _is_utf8(data: Union[bytes, str]) -> bool:
+    try:
+        data.decode("utf-8") if isinstance(data, bytes) else data.encode("utf-8")
+    except UnicodeError:
+        return False
+    return True
+
+
+def decode(payload: Union[bytes, str, dict]) -> Union[dict, Malformed]:
+    """The JSON object in a payload, or why there is none."""
+    if isinstance(payload, dict):
+        return payload
+    try:
+        record = orjson.loads(payload)
+    except orjson.JSONDecodeError as error:
+        if not _is_utf8(payload):
+            return Malformed("not_utf8", "the record is not valid UTF-8")
+        return Malformed("invalid_json", f"not valid JSON: {str(error)[:200]}")
+    if not isinstance(record, dict):
+        kind = "null" if record is None else type(record).__name__
+        return Malformed("not_an_object", f"a click is a JSON object, got {kind}")
+    return record
+
+
+def _common_fields(record: dict) -> Optional[tuple]:
+    """The click's fields when the record is valid the common way (epoch-ms click_ts,
+    canonical country); None sends it to the full check, which also finds the reason."""
+    get = record.get
+    event_id, ad_id, click_ts = get("event_id"), get("ad_id"), get("click_ts")
+    user_id, ip, country = get("user_id"), get("ip"), get("country")
+    if (type(event_id) is not str or not 0 < len(event_id) <= MAX_ID_LENGTH
+            or type(ad_id) is not str or not 0 < len(ad_id) <= MAX_ID_LENGTH
+            or type(click_ts) is not int or not MIN_CLICK_TS <= click_ts < MAX_CLICK_TS
+            or user_id is not None and (type(user_id) is not str or len(user_id) > MAX_OPTIONAL_LENGTH)
+            or country is not None and (type(country) is not str or country not in COUNTRY_CODES)):
+        return None
+    if ip is not None:
+        if type(ip) is not str or len(ip) > MAX_OPTIONAL_LENGTH:
+            return None
+        ip = _normalized_ip(ip)
+        if ip is None:
+            return None
+    return event_id, ad_id, click_ts, user_id, ip, country
+
+
+def click_fields(payload: Union[bytes, str, dict]) -> Union[tuple, Malformed]:
+    """(event_id, ad_id, click_ts, user_id, ip, country) if the payload meets SPEC.md's
+    event table, else the first rule it breaks."""
+    record = decode(payload)
+    if isinstance(record, Malformed):
+        return record
+    fields = _common_fields(record)
+    if fields is not None:
+        return fields
+    try:
+        return (
+            _required_string(record, "event_id"),
+            _required_string(record, "ad_id"),
+            _click_ts(record),
+            _optional_string(record, "user_id"),
+            _ip(record),
+            _country(record),
+        )
+    except _Invalid as invalid:
+        return invalid.malformed
+
+
+def validate(payload: Union[bytes, str, dict], receive_ts: Optional[int] = None) -> Union[Click, Malformed]:
+    """A `Click` if the payload meets SPEC.md's event table, else the first rule it breaks."""
+    fields = click_fields(payload)
+    if isinstance(fields, Malformed):
+        return fields
+    return Click(*fields, receive_ts)
+
+
+def payload_bytes(payload: Union[bytes, str, dict]) -> bytes:
+    if isinstance(payload, bytes):
+        return payload
+    if isinstance(payload, str):
+        return payload.encode("utf-8", "surrogatepass")
+    try:
+        return orjson.dumps(payload, default=repr, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:  # integers beyond 64 bits, lone surrogates: what JSON cannot hold, repr can
+        return repr(payload).encode("utf-8", "backslashreplace")
+
+
+def dead_letter(raw: RawRecord, malformed: Malformed) -> DeadLetter:
+    """A dead letter that keeps a bounded, printable prefix of the original bytes."""
+    data = payload_bytes(raw.payload)
+    prefix = data[:DEAD_LETTER_PREFIX_BYTES]
+    return DeadLetter(
+        reason=malformed.reason,
+        detail=malformed.detail,
+        source=raw.source,
+        offset=raw.offset,
+        length=raw.oversize or len(data),
+        payload=prefix.decode("utf-8", "backslashreplace"),
+    )
+
+
+def too_long(length: int) -> Malformed:
+    return Malformed("too_long", f"record of {length} bytes exceeds {MAX_RECORD_BYTES}")
+
+
+@contextlib.contextmanager
+def _no_gc_pauses():
+    """Parsing a batch allocates a million acyclic objects (dicts, tuples); letting the
+    cycle collector rescan them all as they pile up costs more than the parse itself."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+class _ClickTypes(msgspec.Struct):
+    """The JSON types of a click's fields (and click_ts's range), checked by msgspec in C;
+    a batch's values are then checked column by column in Arrow."""
+    event_id: str
+    ad_id: str
+    click_ts: Union[Annotated[int, msgspec.Meta(ge=MIN_CLICK_TS, lt=MAX_CLICK_TS)], str]
+    user_id: Optional[str] = None
+    ip: Optional[str] = None
+    country: Optional[str] = None
+
+
+_COUNTRY_CODES = pa.array(sorted(COUNTRY_CODES))
+
+
+def _typed(payloads, oversize) -> tuple:
+    """(the _ClickTypes of the payloads that are JSON objects with the right types, their indices).
+
+    orjson decides what is JSON, in both paths, so the verdicts cannot differ on syntax."""
+    typed, indices = [], []
+    loads, convert = orjson.loads, msgspec.convert
+    for index, payload in enumerate(payloads):
+        if index in oversize:
+            continue
+        try:
+            typed.append(convert(payload if type(payload) is dict else loads(payload), _ClickTypes))
+        except (ValueError, TypeError, RecursionError):
+            continue
+        indices.append(index)
+    return typed, indices
+
+
+def _epoch_ms(stamps: list) -> list:
+    """click_ts as epoch ms: ISO-8601 strings converted, None where a string is not a valid one."""
+    for i, stamp in enumerate(stamps):
+        if type(stamp) is str:
+            try:
+                stamps[i] = _click_ts({"click_ts": stamp})
+            except _Invalid:
+                stamps[i] = None
+    return stamps
+
+
+def _common_clicks(typed: list) -> tuple:
+    """(CLICK_SCHEMA columns but receive_ts, a mask of the rows valid the common way): the checks of
+    `_common_fields`, vectorized; a row outside the mask gets the full check one by one."""
+    columns = [pa.array([t.event_id for t in typed], pa.string()), pa.array([t.ad_id for t in typed], pa.string()),
+               pa.array(_epoch_ms([t.click_ts for t in typed]), pa.int64()),
+               pa.array([t.user_id for t in typed], pa.string()), pa.array([t.ip for t in typed], pa.string()),
+               pa.array([t.country for t in typed], pa.string())]
+    event_id, ad_id, click_ts, user_id, ip, country = columns
+    checks = [pc.utf8_length(event_id), pc.utf8_length(ad_id)]
+    ok = pc.and_(pc.and_(pc.greater(checks[0], 0), pc.less_equal(checks[0], MAX_ID_LENGTH)),
+                 pc.and_(pc.greater(checks[1], 0), pc.less_equal(checks[1], MAX_ID_LENGTH)))
+    ok = pc.and_(ok, pc.is_valid(click_ts))
+    for optional in (pc.less_equal(pc.utf8_length(user_id), MAX_OPTIONAL_LENGTH),
+                     pc.match_substring_regex(ip, CANONICAL_IP), pc.is_in(country, _COUNTRY_CODES)):
+        ok = pc.and_(ok, pc.fill_null(optional, True))
+    return columns, ok.to_numpy(zero_copy_only=False)
+
+
+class Verdicts(NamedTuple):
+    """A batch judged: its clicks as one CLICK_SCHEMA table (None if there are none; the common
+    ones first), its dead letters in input order, and how many records it held."""
+    clicks: Optional[pa.Table]
+    dead_letters: list
+    read: int
+
+
+def judge(work) -> Verdicts:
+    """The verdicts on a RawLines, a RawBatch or a list of RawRecords (what a bounded source yields)."""
+    if isinstance(work, RawLines):
+        numbers, lines, oversize = work.lines()
+        return judge_batch(work.source, numbers, lines, oversize, None)
+    if isinstance(work, RawBatch):
+        payloads = work.payloads.to_pylist() if isinstance(work.payloads, pa.Table) else work.payloads
+        return judge_batch(work.source, work.offsets, payloads, work.oversize, work.receive_ts)
+    return judge_batch([r.source for r in work], [r.offset for r in work], [r.payload for r in work],
+                       {i: r.oversize for i, r in enumerate(work) if r.oversize is not None},
+                       [r.receive_ts for r in work])
+
+
+def judge_batch(sources, offsets, payloads, oversize, receive_ts) -> Verdicts:
+    """Validates many payloads at once. `sources` is one name or one per payload; `oversize` maps
+    an index to the full length of a payload cut to its prefix."""
+    with _no_gc_pauses():
+        typed, typed_rows = _typed(payloads, oversize)
+        columns, common = _common_clicks_or_none(typed)
+    common_rows = np.asarray(typed_rows, dtype=np.int64)[common]
+    checked_alone = np.ones(len(payloads), dtype=bool)
+    checked_alone[common_rows] = False
+    valid, kept, dead_letters = [], [], []
+    for index in np.flatnonzero(checked_alone).tolist():
+        fields = too_long(oversize[index]) if index in oversize else click_fields(payloads[index])
+        if isinstance(fields, Malformed):
+            source = sources if isinstance(sources, str) else sources[index]
+            raw = RawRecord(payloads[index], source, offsets[index], None, oversize.get(index))
+            dead_letters.append(dead_letter(raw, fields))
+        else:
+            valid.append(fields)
+            kept.append(index)
+    parts, rows = [], [common_rows]
+    if len(common_rows):
+        parts.append([column.filter(common) for column in columns])
+    if valid:
+        parts.append([pa.array(column, field.type) for column, field in zip(zip(*valid), CLICK_SCHEMA)])
+        rows.append(np.asarray(kept, dtype=np.int64))
+    if not parts:
+        return Verdicts(None, dead_letters, len(payloads))
+    rows = np.concatenate(rows).tolist()
+    receive = pa.array([receive_ts[i] for i in rows] if receive_ts else [None] * len(rows), pa.int64())
+    clicks = pa.Table.from_arrays([pa.concat_arrays(list(column)) for column in zip(*parts)] + [receive],
+                                  schema=CLICK_SCHEMA)
+    return Verdicts(clicks, dead_letters, len(payloads))
+
+
+def _common_clicks_or_none(typed):
+    if not typed:
+        return [], np.zeros(0, dtype=bool)
+    try:
+        return _common_clicks(typed)
+    except (UnicodeError, pa.ArrowException):  # strings Arrow cannot hold (lone surrogates): check alone
+        return [], np.zeros(len(typed), dtype=bool)
