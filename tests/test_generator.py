@@ -19,6 +19,7 @@ import pycountry
 import pytest
 
 from loadgen.generator import MALFORMED_KINDS, GeneratorConfig, generate, write_log
+from runners import generate as generate_command
 from transforms.validation import Malformed, validate
 from transforms.records import Click
 
@@ -207,7 +208,6 @@ def test_ads_follow_zipf(log):
     assert max(per_ad) / SMALL.events > 0.1
 
 
-def _read_jsonl(out, manifest):
 @pytest.mark.parametrize("ads", [10, 1_000, 100_000])
 def test_hot_ad_share_puts_that_share_of_clicks_on_the_top_ad(ads):
     config = GeneratorConfig(events=20_000, ads=ads, users=500, hot_ad_share=0.3)
@@ -230,6 +230,7 @@ def test_generate_command_takes_a_hot_ad_share(tmp_path):
     assert json.loads((tmp_path / "manifest.json").read_bytes())["config"]["hot_ad_share"] == 0.3
 
 
+def _read_jsonl(out, manifest):
     lines = []
     for name in manifest["files"]:
         data = (out / name).read_bytes()
@@ -308,8 +309,8 @@ def test_bad_write_options_are_refused(tmp_path, kwargs):
 @pytest.mark.parametrize("overrides", [
     {"events": 0}, {"duplicate_rate": 1.5}, {"malformed_rate": -0.1}, {"start_ms": 0},
     {"start_ms": END_MS - 60_000, "minutes": 2}, {"disorder_seconds": 400}, {"countries": ()},
-])
     {"hot_ad_share": 1.0}, {"ads": 1_000, "hot_ad_share": 0.0009}, {"ads": 1, "hot_ad_share": 0.5},
+])
 def test_config_rejects_what_would_break_the_truth(overrides):
     with pytest.raises(ValueError):
         GeneratorConfig(**overrides)
