@@ -1,25 +1,70 @@
-"""`adclick bench-stream`: how fast the stream DAG drains a Pub/Sub backlog on the DirectRunner,
-with our bucketed dedup or Beam's DeduplicatePerKey.
+"""`adclick bench-stream`: how fast the stream DAG runs on the DirectRunner against the Pub/Sub
+emulator, next to the bare source, and how long a click takes to show in the sink at rising rates.
 
-Needs a Pub/Sub emulator (PUBSUB_EMULATOR_HOST). Publishes `--events` unique
-clicks (plus the generator's resends and malformed lines) stamped in the
-minute before now, then runs the stream (SQLite sink, one-minute windows with
-early firings) in this process and times it until every message has gone
-through dedup: drained messages / seconds since the pipeline started. Other
-options are `adclick stream`'s (window, dedup and lateness settings).
+Needs a Pub/Sub emulator (PUBSUB_EMULATOR_HOST). Everything runs in this
+process except the rising-rate publisher, which runs in a child process so
+that it does not take the DAG's interpreter lock. Each phase has its own topic.
+
+1. Backlog (`--events N`, 0 to skip). N unique clicks (plus the generator's
+   resends and malformed lines) are published stamped in the minute before
+   now, then drained twice: by the source alone (the same ReadPubSub into a
+   counter: no parse, dedup or windows) and by the full DAG (SQLite sink,
+   `--dedup` ours or Beam's DeduplicatePerKey), each until every message has
+   been counted (by the source counter; by the DAG's accounts, i.e. through
+   dedup). Rate = messages counted after the first poll that saw any, over
+   the seconds from that poll to the last, so pipeline start-up is left out
+   (a backlog drained in one bundle is timed from the start instead: use
+   thousands of messages). The full DAG's share of
+   the source-only rate says whether the DAG or the source is the bottleneck.
+2. Rising rates (`--rates 5,10,20`, `--seconds-per-rate S`). The full DAG runs
+   while the child publishes unique clicks at each rate in turn, each stamped
+   (click_ts and event_ts) at its publish time, with the generator's ads (Zipf
+   over 1,000), countries, users and IPs, so the DAG holds as many keys as in
+   a real stream. Latency is event-to-sink, measured on the sink a reader
+   sees: every 0.2 s the bench reads clicks_per_minute, and for each (ad,
+   minute) row notes when its count first reached 1, 2, ... k. A row counts
+   each of its clicks once, so when it first shows k, k of its clicks are
+   visible; the k-th click published for that (ad, minute) is taken as
+   visible then. If the DAG keeps publish order within a row that is the
+   click's own latency; if it reorders, it is how far the row lags its k-th
+   click, which is what a reader sees. Per rate: offered events/s (published
+   / step time), sustained events/s (clicks that became visible during the
+   step / step time: in a steady state, what the DAG keeps up with), p50 and
+   p99 latency (nearest rank; a click not seen within `--drain-seconds` after
+   the last step counts as infinitely late). The ramp stops after a step that
+   leaves more than 10 s of input unseen in the sink. Early panes fire every
+   `--early-firing-seconds`, 1 s here unless given: at the stream's default of
+   10 s a click would wait up to 10 s for its pane. After the last step a
+   trickle of clicks on ad `bench-tick` (left out of every number) keeps the
+   source busy: the DirectRunner's pull waits up to 30 s on an empty
+   subscription on its only worker thread, holding back every pane, which a
+   live stream never sees.
+
+`--profile DIR` profiles the DirectRunner's worker thread (it runs every
+bundle of the pipeline: NUM_WORKERS is 1) with pyinstrument, one
+DIR/PHASE.txt and .html per phase. Other options are `adclick stream`'s
+(window, dedup and lateness settings).
 """
 
 import argparse
 import dataclasses
+import math
+import multiprocessing
 import os
+import sqlite3
 import sys
 import tempfile
+import threading
 import time
 import uuid
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import apache_beam as beam
+import orjson
+from apache_beam.metrics.metric import Metrics, MetricsFilter
 
-from loadgen.generator import GeneratorConfig
+from loadgen.generator import GeneratorConfig, generate
 from loadgen.publish import PubSubPublisher, emissions_around_now, publish
 from pipelines.click_pipeline import build_pipeline
 from runners import direct_fixes
@@ -30,7 +75,149 @@ from sinks.dead_letter_files import WriteDeadLetterFiles
 from sinks.sqlite import WriteToSqlite
 
 PROJECT = "test-project"
+P99_TARGET_SECONDS = 10.0
+POLL_SECONDS = 0.2
+BENCH_NAMESPACE = "bench"
+WARMUP_SECONDS = 5.0
+RAMP_SHAPES = 10_000
+TICK_AD = "bench-tick"
+TICK_SECONDS = 0.5
 
+Key = Tuple[str, int]  # (ad_id, window_start in epoch ms)
+
+
+# The latency arithmetic: pure, on send and visibility times.
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The nearest-rank q-th percentile (0 < q <= 100): the smallest value with at least q% of
+    the values at or below it. math.inf stands for a click never seen."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[max(1, math.ceil(q / 100 * len(ordered))) - 1]
+
+
+def reached_times(polls: Sequence[Tuple[float, Dict[Key, int]]]) -> Dict[Key, List[float]]:
+    """(poll time, {key: count}) in time order -> {key: [time the count first reached 1, 2, ...]}."""
+    reached: Dict[Key, List[float]] = {}
+    for moment, counts in polls:
+        for key, count in counts.items():
+            times = reached.setdefault(key, [])
+            times.extend([moment] * (count - len(times)))
+    return reached
+
+
+def latencies(sent: Dict[Key, List[float]], reached: Dict[Key, List[float]]) -> Dict[Key, List[float]]:
+    """{key: publish times in order}, {key: times the count reached 1, 2, ...} -> {key: latency of
+    the k-th click sent}: the k-th reached time minus the k-th send, inf if never reached."""
+    out = {}
+    for key, sends in sent.items():
+        seen = reached.get(key, [])
+        out[key] = [seen[k] - moment if k < len(seen) else math.inf for k, moment in enumerate(sends)]
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """One rate of the ramp as published: when, and each click's (key, publish time)."""
+    rate: float
+    started: float
+    ended: float
+    clicks: Tuple[Tuple[Key, float], ...]
+
+
+def step_report(step: Step, latency_of: Dict[int, float], visible_times: Sequence[float]) -> dict:
+    """A step's numbers, from the latencies of its clicks (by their index in the step) and the
+    times every click of the run became visible."""
+    seconds = step.ended - step.started
+    values = [latency_of[i] for i in range(len(step.clicks))]
+    shown = sum(1 for moment in visible_times if step.started <= moment < step.ended)
+    return {"rate": step.rate, "events": len(step.clicks), "offered_per_second": round(len(step.clicks) / seconds, 1),
+            "sustained_per_second": round(shown / seconds, 1), "unseen": sum(map(math.isinf, values)),
+            "p50_seconds": round(percentile(values, 50), 2), "p99_seconds": round(percentile(values, 99), 2)}
+
+
+def ramp_report(steps: Sequence[Step], polls: Sequence[Tuple[float, Dict[Key, int]]]) -> List[dict]:
+    """Per step: offered and sustained events/s, p50/p99 event-to-sink latency."""
+    sent: Dict[Key, List[float]] = {}
+    owner: Dict[Key, List[Tuple[int, int]]] = {}  # (step, index in step) of each key's k-th click
+    for s, step in enumerate(steps):
+        for i, (key, moment) in enumerate(step.clicks):
+            sent.setdefault(key, []).append(moment)
+            owner.setdefault(key, []).append((s, i))
+    reached = reached_times(polls)
+    by_step: List[Dict[int, float]] = [{} for _ in steps]
+    for key, values in latencies(sent, reached).items():
+        for (s, i), value in zip(owner[key], values):
+            by_step[s][i] = value
+    visible_times = [moment for times in reached.values() for moment in times]
+    return [step_report(step, by_step[s], visible_times) for s, step in enumerate(steps)]
+
+
+def best_rate(reports: Sequence[dict]) -> Optional[dict]:
+    """The step with the highest sustained rate among those whose p99 is under the target."""
+    within = [report for report in reports if report["p99_seconds"] < P99_TARGET_SECONDS]
+    return max(within, key=lambda report: report["sustained_per_second"], default=None)
+
+
+# The publisher of the ramp, in its own process.
+
+def _publish_ramp(topic: str, rates: Sequence[float], seconds: float, window_ms: int, connection):
+    """Child process: on each "go" from the parent, publishes the next rate's clicks for `seconds`,
+    paced, each stamped at its publish time, and sends the Step back; on "drain", a trickle of
+    TICK_AD clicks until "end"."""
+    publisher = PubSubPublisher(f"pubsub://{topic}")
+    prefix = uuid.uuid4().hex[:8]
+    # The generator's ads (Zipf over 1,000), countries, users and IPs: the DAG's keys as in a real stream.
+    shapes = generate(GeneratorConfig(events=RAMP_SHAPES, duplicate_rate=0, malformed_rate=0)).truth
+    rates, sent = iter(rates), 0
+    while connection.recv() == "go":
+        rate = next(rates)
+        clicks, started = [], time.time()
+        for i in range(int(rate * seconds)):
+            ahead = started + i / rate - time.time()
+            if ahead > 0:
+                time.sleep(ahead)
+            now = time.time()
+            now_ms = int(now * 1000)
+            shape = shapes[sent % len(shapes)]
+            publisher.send(orjson.dumps(dict(shape, event_id=f"{prefix}-{sent}", click_ts=now_ms)), now_ms)
+            clicks.append(((shape["ad_id"], now_ms - now_ms % window_ms), now))
+            sent += 1
+        publisher.flush()
+        connection.send(Step(rate, started, max(time.time(), started + seconds), tuple(clicks)))
+    while not connection.poll(TICK_SECONDS):
+        now_ms = int(time.time() * 1000)
+        publisher.send(orjson.dumps({"event_id": f"{prefix}-tick-{now_ms}", "ad_id": TICK_AD, "click_ts": now_ms}),
+                       now_ms)
+        publisher.flush()
+    connection.close()
+
+
+class _SinkWatcher(threading.Thread):
+    """Reads clicks_per_minute every POLL_SECONDS: (time, {(ad, window_start): clicks})."""
+
+    def __init__(self, path: str):
+        super().__init__(daemon=True)
+        self._path = path
+        self.polls: List[Tuple[float, Dict[Key, int]]] = []
+        self.stop = threading.Event()
+
+    def total(self) -> int:
+        return sum(self.polls[-1][1].values()) if self.polls else 0
+
+    def run(self):
+        connection = sqlite3.connect(self._path, timeout=60)
+        try:
+            while not self.stop.wait(POLL_SECONDS):
+                rows = connection.execute("SELECT ad_id, window_start, clicks FROM clicks_per_minute "
+                                          "WHERE ad_id != ?", (TICK_AD,)).fetchall()
+                self.polls.append((time.time(), {(ad, start): clicks for ad, start, clicks in rows}))
+        finally:
+            connection.close()
+
+
+# Pipelines and phases.
 
 def _topic_and_subscription():
     from google.cloud import pubsub_v1
@@ -42,45 +229,233 @@ def _topic_and_subscription():
     return topic, subscription
 
 
+class CountMessages(beam.PTransform):
+    """The source-only sink: counts what the source gives, nothing else."""
+
+    def expand(self, records):
+        counted = Metrics.counter(BENCH_NAMESPACE, "source_read")
+
+        def count(_):
+            counted.inc()
+
+        return records | "Count" >> beam.Map(count)
+
+
+def _source_count(result) -> int:
+    query = result.metrics().query(MetricsFilter().with_namespace(BENCH_NAMESPACE))
+    return sum(counter.committed or 0 for counter in query["counters"])
+
+
+def _dag_count(result) -> int:
+    totals = counters(result)
+    return sum(totals.get(name, 0) for name in ACCOUNTS)
+
+
+class _Profiled:
+    """Profiles the DirectRunner's worker threads started inside the block (pyinstrument), into
+    DIR/NAME.txt and .html; does nothing without a directory."""
+
+    def __init__(self, directory: Optional[str], name: str):
+        self._directory, self._name = directory, name
+        self._profilers = []
+
+    def __enter__(self):
+        if self._directory:
+            from apache_beam.runners.direct.executor import _ExecutorService
+            from pyinstrument import Profiler
+            worker = _ExecutorService._ExecutorServiceWorker
+            self._original, profilers = worker.run, self._profilers
+
+            def run(thread):
+                profiler = Profiler(interval=0.005)
+                profilers.append(profiler)
+                profiler.start()
+                try:
+                    self._original(thread)
+                finally:
+                    profiler.stop()
+
+            worker.run = run
+        return self
+
+    def __exit__(self, *_):
+        if self._directory:
+            from apache_beam.runners.direct.executor import _ExecutorService
+            _ExecutorService._ExecutorServiceWorker.run = self._original
+
+    def write(self) -> None:
+        """After the pipeline's threads have ended."""
+        if not self._directory or not self._profilers:
+            return
+        from pyinstrument.session import Session
+        session = self._profilers[0].last_session
+        for profiler in self._profilers[1:]:
+            session = Session.combine(session, profiler.last_session)
+        from pyinstrument.renderers import ConsoleRenderer, HTMLRenderer
+        base = Path(self._directory) / self._name
+        base.parent.mkdir(parents=True, exist_ok=True)
+        base.with_suffix(".txt").write_text(
+            ConsoleRenderer(unicode=True, color=False, show_all=False).render(session)
+            + ConsoleRenderer(unicode=True, color=False, flat=True).render(session))
+        base.with_suffix(".html").write_text(HTMLRenderer().render(session))
+        session.save(str(base.with_suffix(".pyisession")))
+
+
+def _full_dag(subscription: str, stream_args, beam_args, config, work: str, name: str) -> beam.Pipeline:
+    from sources.pubsub import ReadPubSub
+    return build_pipeline(
+        beam.Pipeline(options=pipeline_options(stream_args, beam_args)), ReadPubSub(f"pubsub://{subscription}"),
+        WriteToSqlite(os.path.join(work, f"{name}.db")), WriteDeadLetterFiles(os.path.join(work, f"{name}-dead")),
+        config)
+
+
+def _source_only(subscription: str, stream_args, beam_args) -> beam.Pipeline:
+    from sources.pubsub import ReadPubSub
+    pipeline = beam.Pipeline(options=pipeline_options(stream_args, beam_args))
+    _ = pipeline | "ReadRaw" >> ReadPubSub(f"pubsub://{subscription}") | "CountMessages" >> CountMessages()
+    return pipeline
+
+
+def _wait_for_workers(before: set) -> None:
+    """A cancelled DirectRunner's worker stops within its 5 s queue timeout: wait, so that the
+    next phase does not share the CPU with it (and its profile is complete)."""
+    for thread in set(threading.enumerate()) - before:
+        if thread.name.startswith("Thread: "):
+            thread.join(30)
+
+
+def _drain(pipeline: beam.Pipeline, count, messages: int, timeout: float, profile: _Profiled) -> dict:
+    """Runs until `count(result)` reaches `messages`: the rate between the first and the last count."""
+    before = set(threading.enumerate())
+    with profile:
+        result = pipeline.run()
+    started = time.monotonic()
+    first = drained = None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(POLL_SECONDS)
+        done = count(result)
+        now = time.monotonic()
+        if first is None and done:
+            first = (now, done)
+        if done >= messages:
+            drained = now
+            break
+    result.cancel()
+    _wait_for_workers(before)
+    profile.write()
+    if drained is None:
+        sys.exit(f"adclick bench-stream: not drained within {timeout:.0f} s ({count(result)} of {messages})")
+    if first[1] < messages:
+        seconds, counted = drained - first[0], messages - first[1]
+    else:  # drained in one bundle: no first count to start from
+        seconds, counted = drained - started, messages
+    return {"messages": messages, "seconds": round(seconds, 1), "messages_per_second": round(counted / seconds)}
+
+
+def _backlog(events: int) -> Tuple[str, int]:
+    topic, subscription = _topic_and_subscription()
+    sent = publish(emissions_around_now(GeneratorConfig(events=events, minutes=1)), PubSubPublisher(f"pubsub://{topic}"))
+    return subscription, sent.read
+
+
+def _ramp(args, stream_args, beam_args, config, work: str, profile: _Profiled) -> List[dict]:
+    topic, subscription = _topic_and_subscription()
+    pipeline = _full_dag(subscription, stream_args, beam_args, config, work, "ramp")
+    watcher = _SinkWatcher(os.path.join(work, "ramp.db"))
+    context = multiprocessing.get_context("spawn")
+    parent, child = context.Pipe()
+    publisher = context.Process(target=_publish_ramp, daemon=True, args=(
+        topic, args.rates, args.seconds_per_rate, config.window.size_seconds * 1000, child))
+    publisher.start()
+    before = set(threading.enumerate())
+    with profile:
+        result = pipeline.run()
+    watcher.start()
+    time.sleep(WARMUP_SECONDS)
+    steps = []
+    for rate in args.rates:
+        parent.send("go")
+        steps.append(parent.recv())
+        published = sum(len(step.clicks) for step in steps)
+        print(f"  rate {rate:g}/s: published {len(steps[-1].clicks):,}, visible {watcher.total():,} of {published:,}")
+        if published - watcher.total() > rate * P99_TARGET_SECONDS:
+            print("  more than 10 s of input not yet in the sink: the ramp stops here")
+            break
+    parent.send("drain")
+    published = sum(len(step.clicks) for step in steps)
+    deadline = time.monotonic() + args.drain_seconds
+    while watcher.total() < published and time.monotonic() < deadline:
+        time.sleep(POLL_SECONDS)
+    time.sleep(2 * POLL_SECONDS)  # one more poll after the last count changed
+    watcher.stop.set()
+    watcher.join()
+    result.cancel()  # while the trickle still flows, so that the runner is not stuck in a pull
+    parent.send("end")
+    publisher.join(30)
+    _wait_for_workers(before)
+    profile.write()
+    return ramp_report(steps, watcher.polls)
+
+
+def _rates(text: str) -> List[float]:
+    rates = [float(part) for part in text.split(",") if part.strip()]
+    if not rates or min(rates) <= 0:
+        raise argparse.ArgumentTypeError("rates are positive events/s, e.g. 10,20,40")
+    return rates
+
+
 def run(argv=None) -> dict:
     parser = argparse.ArgumentParser(prog="adclick bench-stream", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--events", type=int, default=2_000,
+                        help="unique clicks of the backlog drained by the source alone and the DAG; 0 to skip")
     parser.add_argument("--dedup", choices=("buckets", "per-key"), default="buckets")
+    parser.add_argument("--rates", type=_rates, metavar="R1,R2,...",
+                        help="also publish at these rising rates (events/s) and measure event-to-sink latency")
+    parser.add_argument("--seconds-per-rate", type=float, default=30)
+    parser.add_argument("--drain-seconds", type=float, default=60,
+                        help="after the ramp, wait this long at most for the sink to show every click")
+    parser.add_argument("--profile", metavar="DIR", help="pyinstrument profiles of each phase's worker thread")
     parser.add_argument("--timeout", type=float, default=1800)
     args, stream_argv = parser.parse_known_args(argv)
     if not os.environ.get("PUBSUB_EMULATOR_HOST"):
         sys.exit("adclick bench-stream: start an emulator and set PUBSUB_EMULATOR_HOST, e.g.\n"
                  "  cloud-pubsub-emulator --host=127.0.0.1 --port=8085 &\n"
                  "  export PUBSUB_EMULATOR_HOST=127.0.0.1:8085")
-    topic, subscription = _topic_and_subscription()
-    sent = publish(emissions_around_now(GeneratorConfig(events=args.events, minutes=1)),
-                   PubSubPublisher(f"pubsub://{topic}"))
-    print(f"published {sent.read:,} messages ({sent.unique:,} unique clicks)")
-
     work = tempfile.mkdtemp(prefix="adclick-bench-stream-")
+    # Early panes every second unless asked otherwise: the latency measured is the DAG's, not the trigger's.
     stream_args, beam_args = stream_parser().parse_known_args(
-        ["--source", f"pubsub://{subscription}"] + stream_argv)
+        ["--source", "pubsub://projects/p/subscriptions/unused", "--early-firing-seconds", "1"] + stream_argv)
     config = stream_config(stream_args)
     config = dataclasses.replace(config, stream=dataclasses.replace(config.stream,
                                                                    dedup_per_key=args.dedup == "per-key"))
     direct_fixes.install()
-    from sources.pubsub import ReadPubSub
-    pipeline = build_pipeline(
-        beam.Pipeline(options=pipeline_options(stream_args, beam_args)), ReadPubSub(f"pubsub://{subscription}"),
-        WriteToSqlite(os.path.join(work, "bench.db")), WriteDeadLetterFiles(os.path.join(work, "dead")), config)
-    started = time.monotonic()
-    result = pipeline.run()
-    drained = None
-    while time.monotonic() - started < args.timeout:
-        time.sleep(1)
-        totals = counters(result)
-        if sum(totals.get(name, 0) for name in ACCOUNTS) >= sent.read:
-            drained = time.monotonic() - started
-            break
-    result.cancel()
-    if drained is None:
-        sys.exit(f"adclick bench-stream: not drained within {args.timeout:.0f} s: {counters(result)}")
-    report = {"dedup": args.dedup, "messages": sent.read, "seconds": round(drained, 1),
-              "messages_per_second": round(sent.read / drained)}
+    report = {"dedup": args.dedup, "early_firing_seconds": config.window.early_firing_seconds}
+    if args.events:
+        subscription, messages = _backlog(args.events)
+        print(f"source only: draining {messages:,} messages")
+        report["source_only"] = _drain(_source_only(subscription, stream_args, beam_args), _source_count,
+                                       messages, args.timeout, _Profiled(args.profile, "source-only"))
+        print(f"  {report['source_only']}")
+        subscription, messages = _backlog(args.events)
+        print(f"full DAG: draining {messages:,} messages")
+        report["full_dag"] = _drain(_full_dag(subscription, stream_args, beam_args, config, work, "backlog"),
+                                    _dag_count, messages, args.timeout, _Profiled(args.profile, "full-dag"))
+        print(f"  {report['full_dag']}")
+        report["full_dag_share_of_source_only"] = round(
+            report["full_dag"]["messages_per_second"] / report["source_only"]["messages_per_second"], 3)
+        print(f"full DAG at {report['full_dag_share_of_source_only']:.0%} of the source-only rate")
+    if args.rates:
+        print(f"rising rates {args.rates} events/s, {args.seconds_per_rate:g} s each, "
+              f"early panes every {config.window.early_firing_seconds} s")
+        report["ramp"] = _ramp(args, stream_args, beam_args, config, work, _Profiled(args.profile, "ramp"))
+        print(f"{'offered/s':>10} {'sustained/s':>12} {'p50 s':>8} {'p99 s':>8} {'unseen':>7}")
+        for step in report["ramp"]:
+            print(f"{step['offered_per_second']:>10} {step['sustained_per_second']:>12} "
+                  f"{step['p50_seconds']:>8} {step['p99_seconds']:>8} {step['unseen']:>7}")
+        best = best_rate(report["ramp"])
+        report["best_sustained_per_second_under_p99_10s"] = best and best["sustained_per_second"]
+        print(f"highest sustained rate with p99 < {P99_TARGET_SECONDS:g} s: "
+              + (f"{best['sustained_per_second']} events/s (offered {best['offered_per_second']})" if best else "none"))
     print(report)
     return report

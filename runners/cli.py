@@ -12,7 +12,8 @@ COMMANDS = {
     "bigtable": ("runners.bigtable", "create-table: set up the Bigtable sink's table and column families"),
     "top": ("runners.report", "print the top ads of the busiest minute in a SQLite sink"),
     "bench": ("runners.bench", "time the replay against DuckDB on the same generated log"),
-    "bench-stream": ("runners.bench_stream", "time the stream draining a Pub/Sub backlog: our dedup vs Beam's"),
+    "bench-stream": ("runners.bench_stream", "time the stream on Pub/Sub: backlog vs the bare source, latency at rising rates"),
+    "bench-kafka": ("runners.bench_kafka", "time a bounded Kafka replay's read from a running broker, with and without the DAG"),
     "bench-api": ("runners.bench_api", "time a sink's writes and the query API's latency on synthetic aggregates"),
 }
 

@@ -1,0 +1,67 @@
+"""`adclick bench-stream`: the latency arithmetic on hand-made send and sink times, and a short run
+of both modes against the Pub/Sub emulator (sane numbers, every click counted; no timing asserts)."""
+
+import math
+
+import pytest
+
+from runners import bench_stream
+from runners.bench_stream import Step, best_rate, latencies, percentile, ramp_report, reached_times
+from tests.servers.pubsub import pubsub_emulator  # noqa: F401 (fixture)
+
+A, B = ("ad-a", 0), ("ad-b", 0)
+
+
+def test_percentile_is_the_nearest_rank():
+    values = list(range(100, 0, -1))  # 1..100, unordered
+    assert percentile(values, 50) == 50
+    assert percentile(values, 99) == 99
+    assert percentile(values, 100) == 100
+    assert percentile([3.0, 1.0, 2.0], 50) == 2.0  # rank ceil(1.5) = 2
+    assert percentile([5.0], 99) == 5.0
+    # Two of three never seen: the median is infinite.
+    assert percentile([1.0, math.inf, math.inf], 50) == math.inf
+    assert math.isnan(percentile([], 50))
+
+
+def test_reached_times_note_when_each_count_first_showed():
+    polls = [(10.0, {A: 1}), (11.0, {A: 1, B: 2}), (12.0, {A: 3, B: 2}), (13.0, {A: 3, B: 3})]
+    assert reached_times(polls) == {A: [10.0, 12.0, 12.0], B: [11.0, 11.0, 13.0]}
+
+
+def test_latency_of_the_kth_click_is_the_kth_reached_time_minus_its_send():
+    sent = {A: [9.0, 9.5, 11.0, 11.5], B: [10.5]}
+    reached = {A: [10.0, 12.0, 12.0], B: [11.0, 11.0]}  # B shows 2 clicks but only 1 was sent
+    assert latencies(sent, reached) == {A: [1.0, 2.5, 1.0, math.inf], B: [0.5]}
+
+
+def test_ramp_report_per_step():
+    # Step 1 at 2/s over [0, 2): four clicks; step 2 at 4/s over [2, 3): four clicks.
+    steps = [Step(2.0, 0.0, 2.0, ((A, 0.0), (B, 0.5), (A, 1.0), (B, 1.5))),
+             Step(4.0, 2.0, 3.0, ((A, 2.0), (A, 2.25), (B, 2.5), (B, 2.75)))]
+    polls = [(1.0, {A: 1}), (2.0, {A: 2, B: 2}), (3.0, {A: 4, B: 3}), (4.0, {A: 4, B: 3})]
+    # A: sends 0, 1, 2, 2.25 reached at 1, 2, 3, 3 -> latencies 1, 1, 1, 0.75.
+    # B: sends 0.5, 1.5, 2.5, 2.75 reached at 2, 2, 3 -> 1.5, 0.5, 0.5, never.
+    # Visible during [0, 2): 1 (at 1.0); during [2, 3): 3 (at 2.0); at 3.0, 3 more (after both).
+    step1, step2 = ramp_report(steps, polls)
+    assert step1 == {"rate": 2.0, "events": 4, "offered_per_second": 2.0, "sustained_per_second": 0.5,
+                     "unseen": 0, "p50_seconds": 1.0, "p99_seconds": 1.5}
+    assert step2 == {"rate": 4.0, "events": 4, "offered_per_second": 4.0, "sustained_per_second": 3.0,
+                     "unseen": 1, "p50_seconds": 0.75, "p99_seconds": math.inf}
+    assert best_rate([step1, step2]) == step1
+
+
+@pytest.mark.pubsub
+@pytest.mark.slow
+def test_a_short_run_counts_every_click(pubsub_emulator, capsys):  # noqa: F811
+    report = bench_stream.run(["--events", "100", "--rates", "4", "--seconds-per-rate", "5",
+                               "--drain-seconds", "120"])
+    for phase in ("source_only", "full_dag"):
+        assert report[phase]["messages"] >= 100  # drained: every message counted (the run exits otherwise)
+        assert report[phase]["messages_per_second"] > 0
+    (step,) = report["ramp"]
+    assert step["events"] == 20
+    assert step["unseen"] == 0
+    assert 0 <= step["p50_seconds"] <= step["p99_seconds"] < math.inf
+    assert step["sustained_per_second"] > 0
+    assert "p99" in capsys.readouterr().out
