@@ -47,7 +47,8 @@ def build_pipeline(
         | "Dedup" >> DedupByEventId(
             config.dedup_ttl_seconds, bucket_seconds=stream.dedup_bucket_seconds,
             shards_per_bucket=stream.dedup_shards_per_bucket, per_key=stream.dedup_per_key,
-            columns=("click_ts", "receive_ts", "ad_id") + tuple(sorted(set(sum(aggregates.filter_dimensions, ())))))
+            columns=("click_ts", "receive_ts", "ad_id") + tuple(sorted(set(sum(aggregates.filter_dimensions, ())))),
+            spill_dir=config.spill_dir)
         | "Window" >> WindowClicks(
             window.size_seconds, window.allowed_lateness_seconds, window.early_firing_seconds))
     results = clicks | "Aggregate" >> AggregateClicks(

@@ -40,3 +40,4 @@ class PipelineConfig:
     max_skew_seconds: int = 300  # a click_ts further ahead of its receive time is set aside
     stream: StreamConfig = field(default_factory=StreamConfig)
     parse_processes: int = 0  # worker processes that judge a replay's batches; 0: the runner's own
+    spill_dir: Optional[str] = None  # where a replay's dedup shuffle waits in files; None: in the runner

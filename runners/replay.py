@@ -1,15 +1,20 @@
 """`adclick replay`: the DAG over raw logs, as a batch (backfill, recomputation)."""
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
 import os
 import sys
+import tempfile
 import time
+import uuid
 
 import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from pipelines.click_pipeline import build_pipeline
 from runners import options as cli_options
@@ -36,15 +41,36 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--parse-processes", type=int, metavar="N",
                         help="worker processes that parse and validate (default: one per core on the DirectRunner, "
                              "whose runner works in one process; none elsewhere, where workers are the parallelism)")
+    parser.add_argument("--spill-dir", metavar="DIR",
+                        help="where the dedup shuffle waits in files, removed after the run (default: a temporary "
+                             "directory on the DirectRunner, which would hold it in memory; none elsewhere)")
     cli_options.add_pipeline_arguments(parser)
     return parser
+
+
+def is_local(options: PipelineOptions) -> bool:
+    return options.view_as(StandardOptions).runner in (None, "DirectRunner", "SwitchingDirectRunner")
 
 
 def parse_processes(args: argparse.Namespace, options: PipelineOptions) -> int:
     if args.parse_processes is not None:
         return args.parse_processes
-    runner = options.view_as(StandardOptions).runner
-    return os.cpu_count() or 1 if runner in (None, "DirectRunner", "SwitchingDirectRunner") else 0
+    return os.cpu_count() or 1 if is_local(options) else 0
+
+
+@contextlib.contextmanager
+def spill_dir(args: argparse.Namespace, options: PipelineOptions):
+    """The dedup shuffle's directory for this run (None: in the runner), removed when the run ends."""
+    if args.spill_dir is None and not is_local(options):
+        yield None
+        return
+    path = FileSystems.join(args.spill_dir, f"adclick-spill-{uuid.uuid4().hex}") if args.spill_dir else (
+        tempfile.mkdtemp(prefix="adclick-spill-"))
+    try:
+        yield path
+    finally:
+        if FileSystems.exists(path):
+            FileSystems.delete([path])
 
 
 def run(argv=None) -> dict:
@@ -56,14 +82,19 @@ def run(argv=None) -> dict:
         sys.exit(f"adclick replay: {error}")
     options = PipelineOptions(beam_args)
     started = time.monotonic()
-    pipeline = build_pipeline(
-        beam.Pipeline(options=options),
-        source=source_for(args.input, args.input_format),
-        sink=sink,
-        dead_letter_sink=WriteDeadLetters(args.dead_letter),
-        config=dataclasses.replace(cli_options.pipeline_config(args), parse_processes=parse_processes(args, options)))
-    result = pipeline.run()
-    result.wait_until_finish()
+    with spill_dir(args, options) as spill:
+        config = dataclasses.replace(cli_options.pipeline_config(args), parse_processes=parse_processes(args, options),
+                                     spill_dir=spill)
+        pipeline = build_pipeline(
+            # Locally, straight to the FnApiRunner, the DirectRunner's choice for a batch once its try of
+            # Prism (which needs a download) has failed.
+            beam.Pipeline(runner=FnApiRunner() if is_local(options) else None, options=options),
+            source=source_for(args.input, args.input_format),
+            sink=sink,
+            dead_letter_sink=WriteDeadLetters(args.dead_letter),
+            config=config)
+        result = pipeline.run()
+        result.wait_until_finish()
     summary = summarize(counters(result))
     summary["seconds"] = round(time.monotonic() - started, 2)
     summary["events_per_second"] = round(summary["read"] / summary["seconds"]) if summary["seconds"] else 0

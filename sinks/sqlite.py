@@ -52,6 +52,7 @@ UPSERT_PER_FILTER = """
 INSERT INTO clicks_per_minute_by_filter (ad_id, window_start, filter, clicks) VALUES (?, ?, ?, ?)
 ON CONFLICT (ad_id, window_start, filter) DO UPDATE SET clicks = excluded.clicks
 """
+MAX_BUFFERED_ROWS = 100_000
 DELETE_TOP = "DELETE FROM top_ads WHERE window_start = ?"
 INSERT_TOP = "INSERT INTO top_ads (window_start, rank, ad_id, clicks) VALUES (?, ?, ?, ?)"
 DELETE_TOP_SLIDING = "DELETE FROM top_ads_sliding WHERE window_end = ? AND minutes = ?"
@@ -107,6 +108,8 @@ class _UpsertFn(beam.DoFn):
             self._rows.extend(zip(*(column.to_pylist() for column in row.columns)))
         else:
             self._rows.append(row)
+        if len(self._rows) >= MAX_BUFFERED_ROWS:  # a replay's bundle holds every window: write as it goes
+            self.finish_bundle()
 
     def finish_bundle(self):
         if self._rows:

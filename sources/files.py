@@ -14,8 +14,8 @@ import apache_beam as beam
 from apache_beam.io import fileio
 import fastavro
 import pyarrow as pa
+import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.io.parquetio import ReadAllFromParquetBatched
 
 from transforms.records import BATCH_SIZE, MAX_RECORD_BYTES, RawBatch, RawLines
 
@@ -80,32 +80,32 @@ def runs_of_lines(chunks: Iterable[bytes], max_bytes: int = MAX_RECORD_BYTES) ->
         yield number, head, {0: len(head) + dropped - (last == b"\r")} if dropped else {}
 
 
-class ReadJsonLinesFn(beam.DoFn):
-    """Streams one matched file (gzip by extension) as runs of whole lines, split by the parser."""
-
-    def process(self, readable_file):
-        path = readable_file.metadata.path
-        logging.info("reading %s (%d bytes)", path, readable_file.metadata.size_in_bytes)
-        with readable_file.open(mime_type="application/octet-stream") as handle:
-            chunks = iter(lambda: handle.read(CHUNK_BYTES), b"")
-            for first_line, data, oversize in runs_of_lines(chunks):
-                if first_line // PROGRESS_EVERY_LINES != (first_line + BATCH_SIZE) // PROGRESS_EVERY_LINES:
-                    logging.info("%s: at line %d", path, first_line)
-                yield RawLines(path, first_line, data, oversize)
-
-
-class ReadJsonLines(beam.PTransform):
-    def expand(self, files):
-        return (
-            files
-            | "Open" >> fileio.ReadMatches()
-            | "Lines" >> beam.ParDo(ReadJsonLinesFn()))
+def read_json_lines(path: str, handle) -> Iterator[RawLines]:
+    """A JSON-lines file (gzip by extension) as runs of whole lines, split by the parser."""
+    chunks = iter(lambda: handle.read(CHUNK_BYTES), b"")
+    for first_line, data, oversize in runs_of_lines(chunks):
+        if first_line // PROGRESS_EVERY_LINES != (first_line + BATCH_SIZE) // PROGRESS_EVERY_LINES:
+            logging.info("%s: at line %d", path, first_line)
+        yield RawLines(path, first_line, data, oversize)
 
 
 def typed_batch(source: str, records: list, offsets: list) -> RawBatch:
     """A batch of Avro records; a `receive_ts` field (the raw archive's) is their receive time."""
     receive_ts = [value if type(value) is int else None for value in (r.get("receive_ts") for r in records)]
     return RawBatch(source, offsets, records, {}, receive_ts if any(receive_ts) else None)
+
+
+def read_avro(path: str, handle) -> Iterator[RawBatch]:
+    """An Avro file (fastavro, as Beam's avroio) as batches of record dicts, numbered from 1."""
+    records, offsets = [], []
+    for number, record in enumerate(fastavro.reader(handle), start=1):
+        records.append(record)
+        offsets.append(number)
+        if len(records) == BATCH_SIZE:
+            yield typed_batch(path, records, offsets)
+            records, offsets = [], []
+    if records:
+        yield typed_batch(path, records, offsets)
 
 
 def parquet_batch(source: str, rows: pa.Table) -> RawBatch:
@@ -116,38 +116,27 @@ def parquet_batch(source: str, rows: pa.Table) -> RawBatch:
     return RawBatch(source, [-1] * len(rows), rows, {}, receive_ts)
 
 
-class ReadAvroFn(beam.DoFn):
-    """One Avro file (fastavro, as Beam's avroio) into batches of record dicts, numbered from 1."""
+def read_parquet(path: str, handle) -> Iterator[RawBatch]:
+    """A Parquet file as batches of rows kept as Arrow tables (Parquet has no record number: offset -1)."""
+    for rows in pq.ParquetFile(handle).iter_batches(batch_size=BATCH_SIZE):
+        yield parquet_batch(path, pa.Table.from_batches([rows]))
+
+
+READERS = {"jsonl": read_json_lines, "avro": read_avro, "parquet": read_parquet}
+
+
+class ReadLogFileFn(beam.DoFn):
+    """One matched file, read in batches by the reader of its format (its extension unless `fmt` says)."""
+
+    def __init__(self, fmt: str = "auto"):
+        self._format = fmt
 
     def process(self, readable_file):
         path = readable_file.metadata.path
+        fmt = format_of(path) if self._format == "auto" else self._format
+        logging.info("reading %s (%s, %d bytes)", path, fmt, readable_file.metadata.size_in_bytes)
         with readable_file.open(mime_type="application/octet-stream") as handle:
-            records, offsets = [], []
-            for number, record in enumerate(fastavro.reader(handle), start=1):
-                records.append(record)
-                offsets.append(number)
-                if len(records) == BATCH_SIZE:
-                    yield typed_batch(path, records, offsets)
-                    records, offsets = [], []
-            if records:
-                yield typed_batch(path, records, offsets)
-
-
-class ReadAvro(beam.PTransform):
-    def expand(self, files):
-        return files | "Open" >> fileio.ReadMatches() | "Records" >> beam.ParDo(ReadAvroFn())
-
-
-class ReadParquet(beam.PTransform):
-    """Parquet row groups through Beam's batched reader (it splits files), as batches of record dicts
-    (Parquet has no record number here: offset -1)."""
-
-    def expand(self, files):
-        return (
-            files
-            | "Paths" >> beam.Map(lambda metadata: metadata.path)
-            | "RowGroups" >> ReadAllFromParquetBatched(with_filename=True)
-            | "ToBatches" >> beam.MapTuple(parquet_batch))
+            yield from READERS[fmt](path, handle)
 
 
 class ReadRawLogs(beam.PTransform):
@@ -162,19 +151,12 @@ class ReadRawLogs(beam.PTransform):
         self._format = fmt
 
     def expand(self, pbegin):
-        fmt = self._format
-
-        def format_index(metadata, _):
-            return FORMATS.index(format_of(metadata.path) if fmt == "auto" else fmt)
-
-        jsonl, avro, parquet = (
+        # One reader step for every format: the runner fuses reading into parsing, so a replay
+        # never holds more of its input than the batches in flight. A file is the unit of work.
+        return (
             pbegin
             | "Patterns" >> beam.Create(self._patterns)
             | "Match" >> fileio.MatchAll()
             | "SpreadFiles" >> beam.Reshuffle()
-            | "ByFormat" >> beam.Partition(format_index, len(FORMATS)))
-        return (
-            (jsonl | "ReadJsonLines" >> ReadJsonLines(),
-             avro | "ReadAvro" >> ReadAvro(),
-             parquet | "ReadParquet" >> ReadParquet())
-            | "AllLogs" >> beam.Flatten())
+            | "Open" >> fileio.ReadMatches()
+            | "Read" >> beam.ParDo(ReadLogFileFn(self._format)))

@@ -13,11 +13,13 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from apache_beam.transforms.window import GlobalWindows
 
 from transforms.records import AdCount, FilterCount, TopAds
 
 UNKNOWN = "unknown"
 FILTER_DIMENSIONS = ("country", "ip", "user_id")
+MIN_ROWS_TO_SUM = 1_000_000  # partial counts pile up to at least this many rows before they are summed
 
 
 def filter_values(click, dimensions: Sequence[str]) -> str:
@@ -164,20 +166,60 @@ def _by_window(table: pa.Table):
             yield int(starts[rows[0]]), table.take(rows)
 
 
+class _RunningCounts:
+    """Partial count tables (`keys` + count_all) added up as they come, so that memory stays
+    about the size of the sums, however many batches there are."""
+
+    def __init__(self, keys):
+        self._keys = keys
+        self._tables, self._summed_rows, self._pending_rows = [], 0, 0
+
+    def add(self, counts: pa.Table):
+        self._tables.append(counts)
+        self._pending_rows += len(counts)
+        if self._pending_rows > max(self._summed_rows, MIN_ROWS_TO_SUM):
+            self._sum()
+
+    def total(self):
+        if self._pending_rows:
+            self._sum()
+        return self._tables[0] if self._tables else None
+
+    def _sum(self):
+        summed = pa.concat_tables(self._tables).group_by(self._keys, use_threads=False).aggregate(
+            [("count_all", "sum")])
+        self._tables = [summed.rename_columns(self._keys + ["count_all"])]
+        self._summed_rows, self._pending_rows = len(summed), 0
+
+
 class _PartialCounts(beam.DoFn):
-    """A batch of unique clicks -> its partial counts per ad and per ad and filter, keyed by window."""
+    """Batches of unique clicks -> partial counts per ad and per ad and filter, keyed by window.
+
+    Counts add up over the whole bundle before the shuffle, as a lifted combiner's
+    would: a replay's bundle holds every dedup shard, and per shard there is
+    nearly one count per click (few clicks share an ad, filter and minute within
+    a shard), so the shuffle carries one partial count per key and bundle instead.
+    """
 
     def __init__(self, filter_dimensions):
         self._filter_dimensions = filter_dimensions
 
+    def start_bundle(self):
+        self._per_ad = _RunningCounts(["window_start", "ad_id"])
+        self._per_filter = _RunningCounts(["window_start", "ad_id", "filter"])
+
     def process(self, clicks: pa.Table):
         keys = clicks.select(["window_start", "ad_id"])
-        for window_start, part in _by_window(_count(keys, ["window_start", "ad_id"])):
-            yield window_start, ("per_ad", part)
+        self._per_ad.add(_count(keys, ["window_start", "ad_id"]))
         for dimensions in self._filter_dimensions:
             filtered = keys.append_column("filter", filter_column(clicks, dimensions))
-            for window_start, part in _by_window(_count(filtered, ["window_start", "ad_id", "filter"])):
-                yield window_start, ("per_filter", part)
+            self._per_filter.add(_count(filtered, ["window_start", "ad_id", "filter"]))
+
+    def finish_bundle(self):
+        for kind, counts in (("per_ad", self._per_ad.total()), ("per_filter", self._per_filter.total())):
+            if counts is not None:
+                for window_start, part in _by_window(counts):
+                    yield GlobalWindows.windowed_value((window_start, (kind, part)))
 
 
 class _MergeWindow(beam.DoFn):

@@ -15,19 +15,24 @@ in the DAG the TTL outlives the allowed lateness, so such a copy is too late
 before it can be counted twice (docs/streaming.md).
 """
 
-from typing import Any, Optional, Sequence, Tuple
+import uuid
+from typing import Any, Iterator, Optional, Sequence, Tuple
 
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.coders import StrUtf8Coder
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import Metrics
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import SetStateSpec, TimerSpec, on_timer
+from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.timestamp import Timestamp
 
 from transforms.lateness import shard_of
+from transforms.packed import pack, unpack
 
 DEFAULT_SHARDS = 16
 DEFAULT_BUCKET_SECONDS = 60
@@ -66,19 +71,53 @@ def stable_hash(strings) -> np.ndarray:
 
 
 class _ShardByEventId(beam.DoFn):
-    """Splits a batch of clicks into (shard, batch) by event_id, keeping event_id and `columns`
-    (all if None); copies, not slices, so a pickled part carries only its own rows."""
+    """Splits a batch of clicks into (shard, packed batch) by event_id, keeping event_id and
+    `columns` (all if None).
 
-    def __init__(self, shards: int, columns: Optional[Sequence[str]]):
+    With `spill_dir`, a bundle's packed batches are written instead to one file per
+    shard there, and the shuffle moves (shard, path): a local runner holds a
+    shuffle in memory, several copies of it at once when the next stage starts.
+    A file is named when the bundle ends, so a retried bundle never mixes in.
+    """
+
+    def __init__(self, shards: int, columns: Optional[Sequence[str]], spill_dir: Optional[str]):
         self._shards = shards
         self._columns = columns
+        self._spill_dir = spill_dir
+
+    def start_bundle(self):
+        self._spilled = {}
 
     def process(self, clicks: pa.Table):
         if self._columns is not None:
             clicks = clicks.select(["event_id"] + [name for name in self._columns if name != "event_id"])
         shard_of_row = stable_hash(clicks["event_id"]) % np.uint64(self._shards)
-        for shard in np.unique(shard_of_row):
-            yield int(shard), clicks.take(np.flatnonzero(shard_of_row == shard))
+        for shard in np.unique(shard_of_row).tolist():
+            packed = pack(clicks.take(np.flatnonzero(shard_of_row == shard)))
+            if self._spill_dir is None:
+                yield shard, packed
+                continue
+            if shard not in self._spilled:
+                path = FileSystems.join(self._spill_dir, f"{uuid.uuid4().hex}-{shard}.packed")
+                self._spilled[shard] = path, FileSystems.create(path)
+            self._spilled[shard][1].write(len(packed).to_bytes(8, "little") + packed)
+
+    def finish_bundle(self):
+        for shard, (path, handle) in self._spilled.items():
+            handle.close()
+            yield GlobalWindows.windowed_value((shard, path))
+        self._spilled = {}
+
+
+def _unpacked(parts) -> Iterator[pa.Table]:
+    """The batches of a shard: packed bytes, or the paths of files of them."""
+    for part in parts:
+        if isinstance(part, bytes):
+            yield unpack(part)
+            continue
+        with FileSystems.open(part, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+            while size := handle.read(8):
+                yield unpack(handle.read(int.from_bytes(size, "little")))
 
 
 class _FirstCopies(beam.DoFn):
@@ -88,9 +127,9 @@ class _FirstCopies(beam.DoFn):
         self.unique = Metrics.counter("adclick", "unique")
         self.duplicates = Metrics.counter("adclick", "duplicates")
 
-    def process(self, shard_and_batches):
-        _, batches = shard_and_batches
-        clicks = pa.concat_tables(batches)
+    def process(self, shard_and_parts):
+        _, parts = shard_and_parts
+        clicks = pa.concat_tables(_unpacked(parts))
         order = pc.sort_indices(clicks, sort_keys=[key for key in FIRST_COPY_ORDER if key[0] in clicks.column_names])
         order = order.to_numpy()
         event_ids = clicks["event_id"].take(order).combine_chunks()
@@ -168,7 +207,8 @@ class DedupByEventId(beam.PTransform):
     Bounded input (Arrow batches of clicks): exact over the whole input, spread
     over `shards`; only event_id and `columns` (all if None) are shuffled and kept:
     a replay moves what the steps after it read, not whole clicks. The first copy is
-    the same either way as far as those columns go. Unbounded input (one Click per element, stamped with its
+    the same either way as far as those columns go. With `spill_dir` (a local replay's
+    choice) the shuffled batches wait in files there. Unbounded input (one Click per element, stamped with its
     click_ts): the event_ids of each `bucket_seconds` of event time, over
     `shards_per_bucket` keys, remembered until the watermark passes the bucket's
     end plus `ttl_seconds`.
@@ -176,10 +216,11 @@ class DedupByEventId(beam.PTransform):
 
     def __init__(self, ttl_seconds: Optional[int] = None, shards: int = DEFAULT_SHARDS,
                  bucket_seconds: float = DEFAULT_BUCKET_SECONDS, shards_per_bucket: int = DEFAULT_SHARDS_PER_BUCKET,
-                 per_key: bool = False, columns: Optional[Sequence[str]] = None):
+                 per_key: bool = False, columns: Optional[Sequence[str]] = None, spill_dir: Optional[str] = None):
         super().__init__()
         self._ttl_seconds = ttl_seconds
         self._columns = columns
+        self._spill_dir = spill_dir
         self._shards = shards
         self._bucket_ms = max(1, round(bucket_seconds * 1000))
         self._shards_per_bucket = shards_per_bucket
@@ -203,6 +244,6 @@ class DedupByEventId(beam.PTransform):
                 .with_input_types(Tuple[Tuple[int, int], Any]))
         return (
             clicks
-            | "ShardByEventId" >> beam.ParDo(_ShardByEventId(self._shards, self._columns))
+            | "ShardByEventId" >> beam.ParDo(_ShardByEventId(self._shards, self._columns, self._spill_dir))
             | "GatherShards" >> beam.GroupByKey()
             | "FirstCopies" >> beam.ParDo(_FirstCopies()))

@@ -70,22 +70,22 @@ class ParseBatchFn(beam.DoFn):
 
     def setup(self):
         self._counters = _Counters()
-        self._pool = None
-        if self._processes:
-            # spawn: the runner's threads must not be forked; workers import only transforms.validation.
-            self._pool = ProcessPoolExecutor(self._processes, mp_context=multiprocessing.get_context("spawn"))
 
     def start_bundle(self):
         self._pending = collections.deque()
+        self._pool = None
 
     def process(self, elements):
         records = [element for element in elements if isinstance(element, RawRecord)]
         work = [records] if records else []
         work += [element for element in elements if not isinstance(element, RawRecord)]
         for batch in work:
-            if self._pool is None:
+            if not self._processes:
                 yield from self._outputs(judge(batch))
                 continue
+            if self._pool is None:
+                # spawn: the runner's threads must not be forked; workers import only transforms.validation.
+                self._pool = ProcessPoolExecutor(self._processes, mp_context=multiprocessing.get_context("spawn"))
             self._pending.append(self._pool.submit(judge, batch))
             while len(self._pending) > 2 * self._processes:
                 yield from self._outputs(self._pending.popleft().result())
@@ -97,10 +97,16 @@ class ParseBatchFn(beam.DoFn):
                     None, output)
                 windowed = WindowedValue(value, MIN_TIMESTAMP, [GlobalWindow()])
                 yield windowed if tag is None else beam.pvalue.TaggedOutput(tag, windowed)
+        self._stop_workers()
 
     def teardown(self):
-        if self._pool is not None:
-            self._pool.shutdown(cancel_futures=True)
+        self._stop_workers()
+
+    def _stop_workers(self):
+        """A replay's parse is one bundle: its workers' memory is free for the steps after it."""
+        if getattr(self, "_pool", None) is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)  # idle workers exit on their own
+            self._pool = None
 
     def _outputs(self, verdicts: Verdicts):
         self._counters.read.inc(verdicts.read)
