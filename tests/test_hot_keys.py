@@ -145,7 +145,8 @@ def test_a_replay_spreads_the_hot_ad_over_every_shard_and_merges_partial_counts(
     hot_rows = shards | "HotRowsPerShard" >> beam.Map(lambda table: table["ad_id"].to_pylist().count(hot))
     assert_that(hot_rows, check_shards, label="HotAdPerShard")
 
-    # A shard sends the merge one partial count per minute and aggregate, whatever its clicks.
+    # The merge gets at most one partial count per shard, minute and aggregate (a bundle sums its
+    # shards' counts first), whatever the clicks.
     most_values = SHARDS * (1 + len(FILTERS))
     hot_per_minute = {start: n for (ad, start), n in clicks_per_minute(truth).items() if ad == hot}
     assert len(hot_per_minute) == HOT.minutes and most_values < min(hot_per_minute.values()) / 10
