@@ -107,6 +107,8 @@ def run(argv=None) -> dict:
     parser.add_argument("--files", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--hot-ad-share", type=float, help="the top ad's share of clicks (default: Zipf s=1.1)")
     parser.add_argument("--workdir", help="keep the log and database here (default: a temporary directory)")
+    parser.add_argument("--profile", metavar="PATH.html|PATH.txt",
+                        help="also profile the replay with pyinstrument (slower: time it without)")
     args, replay_args = parser.parse_known_args(argv)
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -124,8 +126,9 @@ def run(argv=None) -> dict:
 
         duck_seconds, duck = duckdb_counts(pattern, args.format)
         summary_path = work / "summary.json"
+        profiler = ["-m", "pyinstrument", "-o", args.profile] if args.profile else []
         wall, peak_rss = run_measured([
-            sys.executable, "-m", "runners.cli", "replay", "--input", pattern, "--sink", f"sqlite:///{db}",
+            sys.executable, *profiler, "-m", "runners.cli", "replay", "--input", pattern, "--sink", f"sqlite:///{db}",
             "--dead-letter", str(work / "dead-letters.jsonl"), "--summary", str(summary_path), *replay_args])
         summary = json.loads(summary_path.read_text())
         replay_counts = sqlite_counts(str(db))

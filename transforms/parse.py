@@ -62,7 +62,8 @@ class ParseBatchFn(beam.DoFn):
 
     With `processes`, batches are judged by that many worker processes, a few
     batches ahead, while this one goes on reading and sharding: on one machine
-    the runner itself works in one process. Outputs keep the order of the batches.
+    the runner itself works in one process. When they are all busy, this one
+    judges the next batch itself instead of waiting.
     """
 
     def __init__(self, processes: int = 0):
@@ -86,9 +87,13 @@ class ParseBatchFn(beam.DoFn):
             if self._pool is None:
                 # spawn: the runner's threads must not be forked; workers import only transforms.validation.
                 self._pool = ProcessPoolExecutor(self._processes, mp_context=multiprocessing.get_context("spawn"))
-            self._pending.append(self._pool.submit(judge, batch))
-            while len(self._pending) > 2 * self._processes:
+            if len(self._pending) < 2 * self._processes:
+                self._pending.append(self._pool.submit(judge, batch))
+            elif self._pending[0].done():
                 yield from self._outputs(self._pending.popleft().result())
+                self._pending.append(self._pool.submit(judge, batch))
+            else:  # the workers are busy (or still starting): judge this one here rather than wait
+                yield from self._outputs(judge(batch))
 
     def finish_bundle(self):
         while self._pending:
