@@ -11,6 +11,7 @@ import datetime
 import json
 
 import apache_beam as beam
+import pyarrow as pa
 import pycountry
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
@@ -491,3 +492,31 @@ def test_ignored_fields_get_the_same_verdict_in_a_batch():
                 for value in (b"1e400", b"-1e999", b'"caf\xe9"', nested(2_000).encode(), b"[1, {}]")]
     clicks, letters = through_batch(payloads)
     assert (clicks, [letter.reason for letter in letters]) == per_record(payloads) and clicks.total() == 1
+
+
+TEXT_OR_NONE = st.none() | st.text(max_size=300) | st.text(min_size=250, max_size=260)
+TYPED_ROWS = st.fixed_dictionaries({
+    "event_id": TEXT_OR_NONE, "ad_id": TEXT_OR_NONE, "user_id": TEXT_OR_NONE,
+    "ip": st.none() | st.ip_addresses().map(str) | st.text(max_size=20),
+    "country": st.none() | st.sampled_from(CODES) | st.sampled_from(CODES).map(str.lower) | st.text(max_size=3)})
+
+
+@SETTINGS
+@given(st.lists(TYPED_ROWS, max_size=15), st.lists(st.none() | st.integers(-2 ** 63, 2 ** 63 - 1)
+                                                   | st.integers(FIRST_MS - 5, FIRST_MS + 5), min_size=15, max_size=15),
+       st.lists(st.none() | ISO_STAMPS | st.text(max_size=30), min_size=15, max_size=15), st.booleans())
+def test_parquet_rows_in_a_batch_get_the_per_record_verdict(typed_rows, epoch_ms, iso, as_text):
+    """Parquet batches are judged column by column: the verdicts are still those of `validate`."""
+    records = [{**row, "click_ts": (iso if as_text else epoch_ms)[i]} for i, row in enumerate(typed_rows)]
+    schema = pa.schema([(name, pa.string()) for name in ("event_id", "ad_id", "user_id", "ip", "country")]
+                       + [("click_ts", pa.string() if as_text else pa.int64())])
+    try:
+        table = pa.Table.from_pylist(records, schema=schema)
+    except UnicodeError:
+        return  # Parquet cannot hold a lone surrogate
+    batch = ParseBatchFn()
+    batch.setup()
+    outputs = list(batch.process([RawBatch("corpus", [-1] * len(records), table, {})]))
+    clicks = collections.Counter(c for o in outputs if not isinstance(o, beam.pvalue.TaggedOutput) for c in rows(o, Click))
+    reasons = [o.value.reason for o in outputs if isinstance(o, beam.pvalue.TaggedOutput)]
+    assert (clicks, reasons) == per_record(records)

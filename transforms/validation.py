@@ -300,22 +300,47 @@ def _epoch_ms(stamps: list) -> list:
 
 
 def _common_clicks(typed: list) -> tuple:
-    """(CLICK_SCHEMA columns but receive_ts, a mask of the rows valid the common way): the checks of
-    `_common_fields`, vectorized; a row outside the mask gets the full check one by one."""
-    columns = [pa.array([t.event_id for t in typed], pa.string()), pa.array([t.ad_id for t in typed], pa.string()),
-               pa.array(_epoch_ms([t.click_ts for t in typed]), pa.int64()),
-               pa.array([t.user_id for t in typed], pa.string()), pa.array([t.ip for t in typed], pa.string()),
-               pa.array([t.country for t in typed], pa.string())]
+    """(CLICK_SCHEMA columns but receive_ts, a mask of the rows valid the common way) of _ClickTypes."""
+    return _with_common_mask([
+        pa.array([t.event_id for t in typed], pa.string()), pa.array([t.ad_id for t in typed], pa.string()),
+        pa.array(_epoch_ms([t.click_ts for t in typed]), pa.int64()),
+        pa.array([t.user_id for t in typed], pa.string()), pa.array([t.ip for t in typed], pa.string()),
+        pa.array([t.country for t in typed], pa.string())])
+
+
+def _table_columns(table: pa.Table) -> Optional[list]:
+    """A typed batch's (Parquet's) columns as CLICK_SCHEMA's first six, if their types allow it."""
+    columns = []
+    for field in list(CLICK_SCHEMA)[:6]:
+        if field.name not in table.column_names:
+            columns.append(pa.nulls(len(table), field.type))
+            continue
+        column = table[field.name].combine_chunks()
+        if field.name == "click_ts" and pa.types.is_integer(column.type):
+            column = pc.cast(column, pa.int64(), safe=False) if pa.types.is_signed_integer(column.type) else None
+        elif field.name == "click_ts" and pa.types.is_string(column.type):
+            column = pa.array(_epoch_ms(column.to_pylist()), pa.int64())
+        elif not pa.types.is_string(column.type):
+            column = None
+        if column is None:
+            return None
+        columns.append(column)
+    return columns
+
+
+def _with_common_mask(columns: list) -> tuple:
+    """(columns, a mask of the rows valid the common way): the checks of `_common_fields`,
+    vectorized; a row outside the mask gets the full check one by one."""
     event_id, ad_id, click_ts, user_id, ip, country = columns
     checks = [pc.utf8_length(event_id), pc.utf8_length(ad_id)]
     ok = pc.and_(pc.and_(pc.greater(checks[0], 0), pc.less_equal(checks[0], MAX_ID_LENGTH)),
                  pc.and_(pc.greater(checks[1], 0), pc.less_equal(checks[1], MAX_ID_LENGTH)))
-    ok = pc.and_(ok, pc.is_valid(click_ts))
+    ok = pc.and_(ok, pc.and_(pc.greater_equal(click_ts, MIN_CLICK_TS), pc.less(click_ts, MAX_CLICK_TS)))
     known_country = pc.if_else(pc.is_null(country), None, pc.is_in(country, _COUNTRY_CODES))  # null is no code
     for optional in (pc.less_equal(pc.utf8_length(user_id), MAX_OPTIONAL_LENGTH),
                      pc.match_substring_regex(ip, CANONICAL_IP), known_country):
         ok = pc.and_(ok, pc.fill_null(optional, True))  # an absent optional field is fine
-    return columns, ok.to_numpy(zero_copy_only=False)
+    return columns, pc.fill_null(ok, False).to_numpy(zero_copy_only=False)  # a required one is not
 
 
 class Verdicts(NamedTuple):
@@ -331,9 +356,10 @@ def judge(work) -> Verdicts:
     if isinstance(work, RawLines):
         numbers, lines, oversize = work.lines()
         return judge_batch(work.source, numbers, lines, oversize, None)
+    if isinstance(work, RawBatch) and isinstance(work.payloads, pa.Table):
+        return judge_table(work.source, work.offsets, work.payloads, work.receive_ts)
     if isinstance(work, RawBatch):
-        payloads = work.payloads.to_pylist() if isinstance(work.payloads, pa.Table) else work.payloads
-        return judge_batch(work.source, work.offsets, payloads, work.oversize, work.receive_ts)
+        return judge_batch(work.source, work.offsets, work.payloads, work.oversize, work.receive_ts)
     return judge_batch([r.source for r in work], [r.offset for r in work], [r.payload for r in work],
                        {i: r.oversize for i, r in enumerate(work) if r.oversize is not None},
                        [r.receive_ts for r in work])
@@ -346,7 +372,25 @@ def judge_batch(sources, offsets, payloads, oversize, receive_ts) -> Verdicts:
         typed, typed_rows = _typed(payloads, oversize)
         columns, common = _common_clicks_or_none(typed)
     common_rows = np.asarray(typed_rows, dtype=np.int64)[common]
-    checked_alone = np.ones(len(payloads), dtype=bool)
+    return _verdicts(sources, offsets, payloads, len(payloads), oversize, receive_ts, columns, common, common_rows)
+
+
+def judge_table(source: str, offsets, table: pa.Table, receive_ts) -> Verdicts:
+    """Validates a typed batch (Parquet rows) column by column; only the rows outside the
+    common way become dicts, to be checked one by one."""
+    columns = _table_columns(table)
+    if columns is None:
+        return judge_batch(source, offsets, table.to_pylist(), {}, receive_ts)
+    columns, common = _with_common_mask(columns)
+    uncommon = np.flatnonzero(~common)
+    payloads = dict(zip(uncommon.tolist(), table.take(uncommon).to_pylist()))
+    return _verdicts(source, offsets, payloads, len(table), {}, receive_ts, columns, common, np.flatnonzero(common))
+
+
+def _verdicts(sources, offsets, payloads, count, oversize, receive_ts, columns, common, common_rows) -> Verdicts:
+    """The Verdicts of `count` records: those at `common_rows` are valid, their columns `columns`
+    filtered by `common`; the rest get the full check one by one (payloads[i] of them)."""
+    checked_alone = np.ones(count, dtype=bool)
     checked_alone[common_rows] = False
     valid, kept, dead_letters = [], [], []
     for index in np.flatnonzero(checked_alone).tolist():
@@ -365,12 +409,12 @@ def judge_batch(sources, offsets, payloads, oversize, receive_ts) -> Verdicts:
         parts.append([pa.array(column, field.type) for column, field in zip(zip(*valid), CLICK_SCHEMA)])
         rows.append(np.asarray(kept, dtype=np.int64))
     if not parts:
-        return Verdicts(None, dead_letters, len(payloads))
+        return Verdicts(None, dead_letters, count)
     rows = np.concatenate(rows).tolist()
     receive = pa.array([receive_ts[i] for i in rows] if receive_ts else [None] * len(rows), pa.int64())
     clicks = pa.Table.from_arrays([pa.concat_arrays(list(column)) for column in zip(*parts)] + [receive],
                                   schema=CLICK_SCHEMA)
-    return Verdicts(clicks, dead_letters, len(payloads))
+    return Verdicts(clicks, dead_letters, count)
 
 
 def _common_clicks_or_none(typed):
