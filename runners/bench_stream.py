@@ -5,17 +5,18 @@ Needs a Pub/Sub emulator (PUBSUB_EMULATOR_HOST). Everything runs in this
 process except the rising-rate publisher, which runs in a child process so
 that it does not take the DAG's interpreter lock. Each phase has its own topic.
 
-1. Backlog (`--events N`, 0 to skip). N unique clicks (plus the generator's
-   resends and malformed lines) are published stamped in the minute before
-   now, then drained twice: by the source alone (the same ReadPubSub into a
-   counter: no parse, dedup or windows) and by the full DAG (SQLite sink,
-   `--dedup` ours or Beam's DeduplicatePerKey), each until every message has
-   been counted (by the source counter; by the DAG's accounts, i.e. through
-   dedup). Rate = messages counted after the first poll that saw any, over
-   the seconds from that poll to the last, so pipeline start-up is left out
-   (a backlog drained in one bundle is timed from the start instead: use
-   thousands of messages). The full DAG's share of
-   the source-only rate says whether the DAG or the source is the bottleneck.
+1. Backlog (`--events N`, 0 to skip; `--source-events` for the source's
+   own). N unique clicks (plus the generator's resends and malformed lines)
+   are published stamped in the minute before now, then drained twice: by
+   the source alone (the same ReadPubSub into a counter: no parse, dedup or
+   windows) and by the full DAG (SQLite sink, `--dedup` ours or Beam's
+   DeduplicatePerKey), each until every message has been counted (by the
+   source counter; by the DAG's accounts, i.e. through dedup). Rate =
+   messages counted after the first poll that saw any, over the seconds from
+   that poll to the last, so pipeline start-up is left out (a backlog drained
+   in one bundle is timed from the start instead: use thousands of
+   messages). The full DAG's share of the source-only rate says whether the
+   DAG or the source is the bottleneck.
 2. Rising rates (`--rates 5,10,20`, `--seconds-per-rate S`). The full DAG runs
    while the child publishes unique clicks at each rate in turn, each stamped
    (click_ts and event_ts) at its publish time, with the generator's ads (Zipf
@@ -251,6 +252,49 @@ def _dag_count(result) -> int:
     return sum(totals.get(name, 0) for name in ACCOUNTS)
 
 
+_OUR_PACKAGES = ("transforms", "sinks", "sources", "pipelines")
+RUNNER_BOOKKEEPING = "runner: per-bundle bookkeeping"
+
+
+def _part_of(frame) -> Optional[str]:
+    function, path = frame.function or "", frame.file_path or ""
+    if function in ("_fire_timers", "extract_all_timers", "_should_shutdown"):
+        return "runner: timer scan and watermarks (monitor)"
+    if function == "_read_from_pubsub":
+        return "Pub/Sub pull (waits included)"
+    parts = Path(path).parts
+    if len(parts) >= 2 and parts[-2] in _OUR_PACKAGES and "site-packages" not in parts:
+        return f"ours: {parts[-2]}/{parts[-1]}"
+    if path.endswith("apache_beam/transforms/trigger.py"):
+        return "Beam: windows, triggers and their keyed state"
+    return None
+
+
+def time_by_part(root) -> Dict[str, float]:
+    """Seconds of a profile (a pyinstrument frame tree) by part of the run: each frame's own time
+    goes to the outermost frame above it (or itself) that names a part, else to the runner's
+    per-bundle bookkeeping."""
+    seconds: Dict[str, float] = {}
+
+    def walk(frame, part):
+        part = part or _part_of(frame)
+        own = frame.time - sum(child.time for child in frame.children)
+        if own > 0:
+            key = part or RUNNER_BOOKKEEPING
+            seconds[key] = seconds.get(key, 0.0) + own
+        for child in frame.children:
+            walk(child, part)
+
+    walk(root, None)
+    return seconds
+
+
+def format_parts(seconds: Dict[str, float]) -> str:
+    total = sum(seconds.values()) or 1.0
+    return "\n".join(f"{value:8.1f} s {value / total:6.1%}  {part}"
+                     for part, value in sorted(seconds.items(), key=lambda item: -item[1]))
+
+
 class _Profiled:
     """Profiles the DirectRunner's worker threads started inside the block (pyinstrument), into
     DIR/NAME.txt and .html; does nothing without a directory."""
@@ -294,8 +338,10 @@ class _Profiled:
         from pyinstrument.renderers import ConsoleRenderer, HTMLRenderer
         base = Path(self._directory) / self._name
         base.parent.mkdir(parents=True, exist_ok=True)
+        parts = format_parts(time_by_part(session.root_frame()))
+        print(f"where the {self._name} run's time goes (profiled):\n{parts}")
         base.with_suffix(".txt").write_text(
-            ConsoleRenderer(unicode=True, color=False, show_all=False).render(session)
+            parts + "\n" + ConsoleRenderer(unicode=True, color=False, show_all=False).render(session)
             + ConsoleRenderer(unicode=True, color=False, flat=True).render(session))
         base.with_suffix(".html").write_text(HTMLRenderer().render(session))
         session.save(str(base.with_suffix(".pyisession")))
@@ -409,6 +455,9 @@ def run(argv=None) -> dict:
     parser = argparse.ArgumentParser(prog="adclick bench-stream", description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=2_000,
                         help="unique clicks of the backlog drained by the source alone and the DAG; 0 to skip")
+    parser.add_argument("--source-events", type=int,
+                        help="a larger backlog for the source alone, which drains thousands a second "
+                             "(default: --events)")
     parser.add_argument("--dedup", choices=("buckets", "per-key"), default="buckets")
     parser.add_argument("--rates", type=_rates, metavar="R1,R2,...",
                         help="also publish at these rising rates (events/s) and measure event-to-sink latency")
@@ -432,7 +481,7 @@ def run(argv=None) -> dict:
     direct_fixes.install()
     report = {"dedup": args.dedup, "early_firing_seconds": config.window.early_firing_seconds}
     if args.events:
-        subscription, messages = _backlog(args.events)
+        subscription, messages = _backlog(args.source_events or args.events)
         print(f"source only: draining {messages:,} messages")
         report["source_only"] = _drain(_source_only(subscription, stream_args, beam_args), _source_count,
                                        messages, args.timeout, _Profiled(args.profile, "source-only"))

@@ -6,7 +6,8 @@ import math
 import pytest
 
 from runners import bench_stream
-from runners.bench_stream import Step, best_rate, latencies, percentile, ramp_report, reached_times
+from runners.bench_stream import (RUNNER_BOOKKEEPING, Step, best_rate, latencies, percentile, ramp_report,
+                                  reached_times, time_by_part)
 from tests.servers.pubsub import pubsub_emulator  # noqa: F401 (fixture)
 
 A, B = ("ad-a", 0), ("ad-b", 0)
@@ -49,6 +50,29 @@ def test_ramp_report_per_step():
     assert step2 == {"rate": 4.0, "events": 4, "offered_per_second": 4.0, "sustained_per_second": 3.0,
                      "unseen": 1, "p50_seconds": 0.75, "p99_seconds": math.inf}
     assert best_rate([step1, step2]) == step1
+
+
+class Frame:
+    def __init__(self, function, file_path, time, children=()):
+        self.function, self.file_path, self.time, self.children = function, file_path, time, list(children)
+
+
+def test_profile_time_goes_to_the_outermost_named_part():
+    beam = "/venv/lib/python3.11/site-packages/apache_beam"
+    dedup = Frame("process", "/work/main/transforms/dedup.py", 3.0, [
+        Frame("read", f"{beam}/runners/direct/direct_userstate.py", 2.0)])  # caused by our code: ours
+    root = Frame("run", f"{beam}/runners/direct/executor.py", 10.0, [
+        Frame("_fire_timers", f"{beam}/runners/direct/executor.py", 4.0, [
+            Frame("get_timers", f"{beam}/transforms/trigger.py", 3.5)]),  # inside the monitor: the monitor's
+        Frame("attempt_call", f"{beam}/runners/direct/executor.py", 5.5, [
+            dedup, Frame("process_elements", f"{beam}/transforms/trigger.py", 1.5)]),
+    ])
+    assert time_by_part(root) == {
+        RUNNER_BOOKKEEPING: 0.5 + 1.0,  # run's own 0.5 s, attempt_call's own 1.0 s
+        "runner: timer scan and watermarks (monitor)": 4.0,
+        "ours: transforms/dedup.py": 3.0,
+        "Beam: windows, triggers and their keyed state": 1.5,
+    }
 
 
 @pytest.mark.pubsub
