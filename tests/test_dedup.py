@@ -1,5 +1,6 @@
 import subprocess
 import sys
+import tempfile
 
 import apache_beam as beam
 import numpy as np
@@ -7,7 +8,7 @@ import pyarrow as pa
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from tests.clicks import batch, click, clicks_of
 from transforms.dedup import DedupByEventId, stable_hash
@@ -64,3 +65,33 @@ def test_the_hash_is_the_same_in_another_process():
 def test_shards_are_balanced_for_sequential_ids():
     counts = np.bincount((stable_hash(pa.array([f"click-{i:09d}" for i in range(16_000)])) % np.uint64(16)).astype(int))
     assert counts.min() > 800 and counts.max() < 1200
+
+
+COPIES = st.lists(st.builds(
+    click, st.sampled_from(["e1", "e2", "e3", "e4", "e5", "e6"]) | st.uuids().map(str),
+    ad_id=st.sampled_from(["ad-1", "ad-2"]), second=st.integers(0, 3), country=st.sampled_from([None, "US", "FR"]),
+    receive_ts=st.none() | st.integers(0, 3)), min_size=1, max_size=40)
+
+
+def first_copies(clicks):
+    """Plain Python: per event_id the copy with the earliest click_ts, then receive time (unknown first),
+    then ad_id and country (unknown first)."""
+    def order(c):
+        return c.click_ts, (c.receive_ts is not None, c.receive_ts or 0), c.ad_id, (c.country is not None, c.country or "")
+    best = {}
+    for c in clicks:
+        if c.event_id not in best or order(c) < order(best[c.event_id]):
+            best[c.event_id] = c
+    return list(best.values())
+
+
+@settings(max_examples=20, deadline=None)
+@given(COPIES, st.integers(1, 4), st.booleans())
+def test_dedup_keeps_the_first_copy_of_each_event(clicks, batches, spill):
+    with tempfile.TemporaryDirectory() as spill_dir:
+        pipeline = TestPipeline()
+        parts = [batch(clicks[i::batches]) for i in range(batches) if clicks[i::batches]]
+        unique = (pipeline | beam.Create(parts) | DedupByEventId(shards=3, spill_dir=spill_dir if spill else None)
+                  | beam.FlatMap(clicks_of))
+        assert_that(unique, equal_to(first_copies(clicks)))
+        pipeline.run().wait_until_finish()

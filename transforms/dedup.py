@@ -129,14 +129,18 @@ class _FirstCopies(beam.DoFn):
 
     def process(self, shard_and_parts):
         _, parts = shard_and_parts
-        clicks = pa.concat_tables(_unpacked(parts))
-        order = pc.sort_indices(clicks, sort_keys=[key for key in FIRST_COPY_ORDER if key[0] in clicks.column_names])
+        clicks = pa.concat_tables(_unpacked(parts)).combine_chunks()
+        # Most events come once: only the rows of an event_id seen more than once are sorted.
+        ids = pc.dictionary_encode(clicks["event_id"]).chunk(0).indices.to_numpy()
+        repeated = np.bincount(ids)[ids] > 1
+        copies = clicks.filter(repeated)
+        order = pc.sort_indices(copies, sort_keys=[key for key in FIRST_COPY_ORDER if key[0] in copies.column_names])
         order = order.to_numpy()
-        event_ids = clicks["event_id"].take(order).combine_chunks()
+        event_ids = copies["event_id"].take(order)
         first = np.ones(len(order), dtype=bool)
         if len(order) > 1:
             first[1:] = pc.not_equal(event_ids[1:], event_ids[:-1]).to_numpy(zero_copy_only=False)
-        unique = clicks.take(order[first])
+        unique = pa.concat_tables([clicks.filter(~repeated), copies.take(order[first])])
         self.unique.inc(len(unique))
         self.duplicates.inc(len(clicks) - len(unique))
         yield unique
