@@ -17,6 +17,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from pipelines.click_pipeline import build_pipeline
+from runners import direct_fixes
 from runners import options as cli_options
 from runners.summary import counters, format_summary, summarize
 from sinks import sink_for
@@ -81,6 +82,8 @@ def run(argv=None) -> dict:
     except (FileNotFoundError, ValueError) as error:
         sys.exit(f"adclick replay: {error}")
     options = PipelineOptions(beam_args)
+    if is_local(options):
+        direct_fixes.install_for_batch()
     started = time.monotonic()
     with spill_dir(args, options) as spill:
         config = dataclasses.replace(cli_options.pipeline_config(args), parse_processes=parse_processes(args, options),

@@ -2,12 +2,16 @@
 
 import collections
 import json
+import os
 import sqlite3
 
 import pytest
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.runners.worker import statesampler
 
 from loadgen.generator import GeneratorConfig, write_log
-from runners import replay
+from runners import direct_fixes, replay
+from transforms import dedup
 
 CONFIG = GeneratorConfig(events=3_000, seed=11, ads=200, minutes=5, duplicate_rate=0.08, late_rate=0.05,
                          malformed_rate=0.02)
@@ -93,3 +97,19 @@ def test_avro_parquet_and_gzip_give_the_same_tables_as_json_lines(fmt, jsonl_log
 def test_a_missing_input_is_a_clear_error_not_a_traceback(tmp_path, capsys):
     with pytest.raises(SystemExit, match="no input file matches"):
         run_replay(str(tmp_path / "nothing-*.jsonl"), tmp_path / "a.db", tmp_path)
+
+
+def test_a_local_replay_spills_its_dedup_shuffle_and_removes_it(jsonl_log, tmp_path, monkeypatch):
+    """The dedup shuffle waits in files in --spill-dir while the replay runs; none are left after it.
+    Bundle ends no longer wait for the state sampler's 200 ms sleep."""
+    created = []
+    create = FileSystems.create
+    monkeypatch.setattr(dedup.FileSystems, "create", lambda path, *a, **k: created.append(path) or create(path, *a, **k))
+    out, _ = jsonl_log
+    summary = replay.run(["--input", str(out / "clicks-*"), "--sink", f"sqlite:///{tmp_path / 'a.db'}",
+                          "--dead-letter", str(tmp_path / "dead.jsonl"), "--spill-dir", str(tmp_path / "spill")])
+    assert summary["balanced"] and summary["unique"] == CONFIG.events
+    spilled = [path for path in created if path.endswith(".packed")]
+    assert spilled and all(path.startswith(str(tmp_path / "spill")) for path in spilled)
+    assert os.listdir(tmp_path / "spill") == []
+    assert statesampler.StateSampler("s", None).sampling_period_ms == direct_fixes.SAMPLING_PERIOD_MS
