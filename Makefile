@@ -8,6 +8,7 @@ STAMP := $(VENV)/.installed
 SAMPLE_DIR := out/sample
 SAMPLE_EVENTS ?= 20000
 DB := adclick.db
+BENCH_EVENTS ?= 1000000
 
 .PHONY: install system-deps run test bench clean
 
@@ -33,6 +34,10 @@ run: install
 
 test: install system-deps
 	$(BIN)/python -m pytest
+
+# The replay against DuckDB on the same generated log (README, Performance); BENCH_ARGS for more.
+bench: install
+	$(BIN)/adclick bench --events $(BENCH_EVENTS) $(BENCH_ARGS)
 
 clean:
 	rm -rf out $(DB) $(DB)-wal $(DB)-shm

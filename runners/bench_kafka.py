@@ -117,18 +117,19 @@ def run(argv=None) -> dict:
     print(f"client (confluent-kafka alone): {report['client']}")
     report["source_only"] = _timed(lambda: read_source_only(url + "?from=earliest&to=latest", beam_args))
     print(f"source only (ReadKafkaRange into a counter): {report['source_only']}")
-    work = tempfile.mkdtemp(prefix="adclick-bench-kafka-")
+    with tempfile.TemporaryDirectory(prefix="adclick-bench-kafka-", ignore_cleanup_errors=True) as work:
 
-    def replay_topic():
-        summary = replay.run(["--input", url + "?from=earliest&to=latest", "--sink",
-                              f"sqlite:///{os.path.join(work, 'replay.db')}",
-                              "--dead-letter", os.path.join(work, "dead.jsonl")] + beam_args)
-        return summary["read"]
+        def replay_topic():
+            summary = replay.run(["--input", url + "?from=earliest&to=latest", "--sink",
+                                  f"sqlite:///{os.path.join(work, 'replay.db')}",
+                                  "--dead-letter", os.path.join(work, "dead.jsonl")] + beam_args)
+            return summary["read"]
 
-    report["replay"] = _timed(replay_topic)
-    print(f"replay (full DAG into SQLite): {report['replay']}")
-    for name in ("client", "source_only", "replay"):
-        if report[name]["records"] != sent.read:
-            raise SystemExit(f"adclick bench-kafka: {name} read {report[name]['records']:,} of {sent.read:,} records")
-    print(report)
-    return report
+        report["replay"] = _timed(replay_topic)
+        print(f"replay (full DAG into SQLite): {report['replay']}")
+        for name in ("client", "source_only", "replay"):
+            if report[name]["records"] != sent.read:
+                raise SystemExit(
+                    f"adclick bench-kafka: {name} read {report[name]['records']:,} of {sent.read:,} records")
+        print(report)
+        return report

@@ -471,40 +471,41 @@ def run(argv=None) -> dict:
         sys.exit("adclick bench-stream: start an emulator and set PUBSUB_EMULATOR_HOST, e.g.\n"
                  "  cloud-pubsub-emulator --host=127.0.0.1 --port=8085 &\n"
                  "  export PUBSUB_EMULATOR_HOST=127.0.0.1:8085")
-    work = tempfile.mkdtemp(prefix="adclick-bench-stream-")
-    # Early panes every second unless asked otherwise: the latency measured is the DAG's, not the trigger's.
-    stream_args, beam_args = stream_parser().parse_known_args(
-        ["--source", "pubsub://projects/p/subscriptions/unused", "--early-firing-seconds", "1"] + stream_argv)
-    config = stream_config(stream_args)
-    config = dataclasses.replace(config, stream=dataclasses.replace(config.stream,
-                                                                   dedup_per_key=args.dedup == "per-key"))
-    direct_fixes.install()
-    report = {"dedup": args.dedup, "early_firing_seconds": config.window.early_firing_seconds}
-    if args.events:
-        subscription, messages = _backlog(args.source_events or args.events)
-        print(f"source only: draining {messages:,} messages")
-        report["source_only"] = _drain(_source_only(subscription, stream_args, beam_args), _source_count,
-                                       messages, args.timeout, _Profiled(args.profile, "source-only"))
-        print(f"  {report['source_only']}")
-        subscription, messages = _backlog(args.events)
-        print(f"full DAG: draining {messages:,} messages")
-        report["full_dag"] = _drain(_full_dag(subscription, stream_args, beam_args, config, work, "backlog"),
-                                    _dag_count, messages, args.timeout, _Profiled(args.profile, "full-dag"))
-        print(f"  {report['full_dag']}")
-        report["full_dag_share_of_source_only"] = round(
-            report["full_dag"]["messages_per_second"] / report["source_only"]["messages_per_second"], 3)
-        print(f"full DAG at {report['full_dag_share_of_source_only']:.0%} of the source-only rate")
-    if args.rates:
-        print(f"rising rates {args.rates} events/s, {args.seconds_per_rate:g} s each, "
-              f"early panes every {config.window.early_firing_seconds} s")
-        report["ramp"] = _ramp(args, stream_args, beam_args, config, work, _Profiled(args.profile, "ramp"))
-        print(f"{'offered/s':>10} {'sustained/s':>12} {'p50 s':>8} {'p99 s':>8} {'unseen':>7}")
-        for step in report["ramp"]:
-            print(f"{step['offered_per_second']:>10} {step['sustained_per_second']:>12} "
-                  f"{step['p50_seconds']:>8} {step['p99_seconds']:>8} {step['unseen']:>7}")
-        best = best_rate(report["ramp"])
-        report["best_sustained_per_second_under_p99_10s"] = best and best["sustained_per_second"]
-        print(f"highest sustained rate with p99 < {P99_TARGET_SECONDS:g} s: "
-              + (f"{best['sustained_per_second']} events/s (offered {best['offered_per_second']})" if best else "none"))
-    print(report)
-    return report
+    with tempfile.TemporaryDirectory(prefix="adclick-bench-stream-", ignore_cleanup_errors=True) as work:
+        # Early panes every second unless asked otherwise: the latency measured is the DAG's, not the trigger's.
+        stream_args, beam_args = stream_parser().parse_known_args(
+            ["--source", "pubsub://projects/p/subscriptions/unused", "--early-firing-seconds", "1"] + stream_argv)
+        config = stream_config(stream_args)
+        config = dataclasses.replace(config, stream=dataclasses.replace(config.stream,
+                                                                       dedup_per_key=args.dedup == "per-key"))
+        direct_fixes.install()
+        report = {"dedup": args.dedup, "early_firing_seconds": config.window.early_firing_seconds}
+        if args.events:
+            subscription, messages = _backlog(args.source_events or args.events)
+            print(f"source only: draining {messages:,} messages")
+            report["source_only"] = _drain(_source_only(subscription, stream_args, beam_args), _source_count,
+                                           messages, args.timeout, _Profiled(args.profile, "source-only"))
+            print(f"  {report['source_only']}")
+            subscription, messages = _backlog(args.events)
+            print(f"full DAG: draining {messages:,} messages")
+            report["full_dag"] = _drain(_full_dag(subscription, stream_args, beam_args, config, work, "backlog"),
+                                        _dag_count, messages, args.timeout, _Profiled(args.profile, "full-dag"))
+            print(f"  {report['full_dag']}")
+            report["full_dag_share_of_source_only"] = round(
+                report["full_dag"]["messages_per_second"] / report["source_only"]["messages_per_second"], 3)
+            print(f"full DAG at {report['full_dag_share_of_source_only']:.0%} of the source-only rate")
+        if args.rates:
+            print(f"rising rates {args.rates} events/s, {args.seconds_per_rate:g} s each, "
+                  f"early panes every {config.window.early_firing_seconds} s")
+            report["ramp"] = _ramp(args, stream_args, beam_args, config, work, _Profiled(args.profile, "ramp"))
+            print(f"{'offered/s':>10} {'sustained/s':>12} {'p50 s':>8} {'p99 s':>8} {'unseen':>7}")
+            for step in report["ramp"]:
+                print(f"{step['offered_per_second']:>10} {step['sustained_per_second']:>12} "
+                      f"{step['p50_seconds']:>8} {step['p99_seconds']:>8} {step['unseen']:>7}")
+            best = best_rate(report["ramp"])
+            report["best_sustained_per_second_under_p99_10s"] = best and best["sustained_per_second"]
+            print(f"highest sustained rate with p99 < {P99_TARGET_SECONDS:g} s: "
+                  + (f"{best['sustained_per_second']} events/s (offered {best['offered_per_second']})"
+                     if best else "none"))
+        print(report)
+        return report
