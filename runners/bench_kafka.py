@@ -21,15 +21,14 @@ import time
 import uuid
 
 import apache_beam as beam
-from apache_beam.metrics.metric import Metrics, MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from loadgen.generator import GeneratorConfig
 from loadgen.publish import KafkaPublisher, emissions_around_now, publish
 from runners import replay
+from runners.bench_stream import CountMessages, source_count
 from sources.kafka import ReadKafkaRange, consumer_config
 
-NAMESPACE = "bench"
 START_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z: a replay needs no clock
 
 
@@ -72,23 +71,12 @@ def read_with_client(brokers: str, topic: str) -> int:
         consumer.close()
 
 
-class _CountRecords(beam.PTransform):
-    def expand(self, records):
-        counted = Metrics.counter(NAMESPACE, "kafka_read")
-
-        def count(_):
-            counted.inc()
-
-        return records | "Count" >> beam.Map(count)
-
-
 def read_source_only(url: str, beam_args) -> int:
     pipeline = beam.Pipeline(options=PipelineOptions(beam_args))
-    _ = pipeline | "ReadRaw" >> ReadKafkaRange(url) | "CountRecords" >> _CountRecords()
+    _ = pipeline | "ReadRaw" >> ReadKafkaRange(url) | "CountRecords" >> CountMessages()
     result = pipeline.run()
     result.wait_until_finish()
-    query = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))
-    return sum(counter.committed or 0 for counter in query["counters"])
+    return source_count(result)
 
 
 def _timed(read) -> dict:

@@ -242,7 +242,8 @@ class CountMessages(beam.PTransform):
         return records | "Count" >> beam.Map(count)
 
 
-def _source_count(result) -> int:
+def source_count(result) -> int:
+    """What CountMessages counted in a run."""
     query = result.metrics().query(MetricsFilter().with_namespace(BENCH_NAMESPACE))
     return sum(counter.committed or 0 for counter in query["counters"])
 
@@ -483,7 +484,7 @@ def run(argv=None) -> dict:
         if args.events:
             subscription, messages = _backlog(args.source_events or args.events)
             print(f"source only: draining {messages:,} messages")
-            report["source_only"] = _drain(_source_only(subscription, stream_args, beam_args), _source_count,
+            report["source_only"] = _drain(_source_only(subscription, stream_args, beam_args), source_count,
                                            messages, args.timeout, _Profiled(args.profile, "source-only"))
             print(f"  {report['source_only']}")
             subscription, messages = _backlog(args.events)
