@@ -16,13 +16,14 @@ import pycountry
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.utils.windowed_value import WindowedValue
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.test_generator import spec_click
 from transforms.parse import DEAD_LETTER, ParseBatchFn, ParseClickFn, ParseClicks
 from transforms.validation import DEAD_LETTER_PREFIX_BYTES, Malformed, validate
-from transforms.records import Click, DeadLetter, RawBatch, RawRecord, rows
+from transforms.records import Click, DeadLetter, RawBatch, RawLines, RawRecord, rows
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 FIRST_MS = 946_684_800_000  # 2000-01-01T00:00:00Z, the first valid instant
@@ -520,3 +521,26 @@ def test_parquet_rows_in_a_batch_get_the_per_record_verdict(typed_rows, epoch_ms
     clicks = collections.Counter(c for o in outputs if not isinstance(o, beam.pvalue.TaggedOutput) for c in rows(o, Click))
     reasons = [o.value.reason for o in outputs if isinstance(o, beam.pvalue.TaggedOutput)]
     assert (clicks, reasons) == per_record(records)
+
+
+def plain(output):
+    """An output as `process` yields it (`finish_bundle` wraps values in a WindowedValue)."""
+    if isinstance(output, beam.pvalue.TaggedOutput) and isinstance(output.value, WindowedValue):
+        return beam.pvalue.TaggedOutput(output.tag, output.value.value)
+    return output.value if isinstance(output, WindowedValue) else output
+
+
+def test_batches_judged_by_workers_and_here_give_every_verdict_once():
+    """With one worker and more batches than it keeps in flight, some are judged in this process
+    while it is busy: each record still gets exactly its verdict."""
+    payloads = [p.values[0] for p in MALFORMED + VALID if not isinstance(p.values[0], (dict, str))]
+    lines = [RawLines("corpus", 1, b"\n".join(payloads[i::6]) + b"\n", {}) for i in range(6)]
+    batch = ParseBatchFn(processes=1)
+    batch.setup()
+    batch.start_bundle()
+    outputs = [plain(o) for o in [o for line in lines for o in batch.process([line])] + list(batch.finish_bundle())]
+    clicks = collections.Counter(c for o in outputs if isinstance(o, pa.Table) for c in rows(o, Click))
+    reasons = sorted(o.value.reason for o in outputs if isinstance(o, beam.pvalue.TaggedOutput))
+    expected = [per_record(line.lines()[1]) for line in lines]
+    assert clicks == sum((clicks for clicks, _ in expected), collections.Counter())
+    assert reasons == sorted(reason for _, line_reasons in expected for reason in line_reasons)
