@@ -454,7 +454,7 @@ def through_batch(payloads) -> tuple:
     """(clicks in any order, dead letters in input order) of one RawBatch through ParseBatchFn, the replay's path."""
     batch = ParseBatchFn()
     batch.setup()
-    outputs = list(batch.process([RawBatch("corpus", list(range(1, len(payloads) + 1)), payloads, {})]))
+    outputs = list(batch.process(RawBatch("corpus", list(range(1, len(payloads) + 1)), payloads, {})))
     clicks = [c for o in outputs if not isinstance(o, beam.pvalue.TaggedOutput) for c in rows(o, Click)]
     return collections.Counter(clicks), [o.value for o in outputs if isinstance(o, beam.pvalue.TaggedOutput)]
 
@@ -517,7 +517,7 @@ def test_parquet_rows_in_a_batch_get_the_per_record_verdict(typed_rows, epoch_ms
         return  # Parquet cannot hold a lone surrogate
     batch = ParseBatchFn()
     batch.setup()
-    outputs = list(batch.process([RawBatch("corpus", [-1] * len(records), table, {})]))
+    outputs = list(batch.process(RawBatch("corpus", [-1] * len(records), table, {})))
     clicks = collections.Counter(c for o in outputs if not isinstance(o, beam.pvalue.TaggedOutput) for c in rows(o, Click))
     reasons = [o.value.reason for o in outputs if isinstance(o, beam.pvalue.TaggedOutput)]
     assert (clicks, reasons) == per_record(records)
@@ -538,7 +538,7 @@ def test_batches_judged_by_workers_and_here_give_every_verdict_once():
     batch = ParseBatchFn(processes=1)
     batch.setup()
     batch.start_bundle()
-    outputs = [plain(o) for o in [o for line in lines for o in batch.process([line])] + list(batch.finish_bundle())]
+    outputs = [plain(o) for o in [o for line in lines for o in batch.process(line)] + list(batch.finish_bundle())]
     clicks = collections.Counter(c for o in outputs if isinstance(o, pa.Table) for c in rows(o, Click))
     reasons = sorted(o.value.reason for o in outputs if isinstance(o, beam.pvalue.TaggedOutput))
     expected = [per_record(line.lines()[1]) for line in lines]

@@ -57,8 +57,9 @@ class ParseClickFn(beam.DoFn):
 
 
 class ParseBatchFn(beam.DoFn):
-    """Validates bounded input (RawLines, RawBatches, lists of RawRecords) into one Arrow table of
-    clicks (CLICK_SCHEMA) per batch; dead letters go to `dead_letter` one by one.
+    """Validates bounded input (RawLines and RawBatches as they come, RawRecords BATCH_SIZE at a
+    time) into one Arrow table of clicks (CLICK_SCHEMA) per batch; dead letters go to
+    `dead_letter` one by one.
 
     With `processes`, batches are judged by that many worker processes, a few
     batches ahead, while this one goes on reading and sharding: on one machine
@@ -75,34 +76,41 @@ class ParseBatchFn(beam.DoFn):
     def start_bundle(self):
         self._pending = collections.deque()
         self._pool = None
+        self._records = []
 
-    def process(self, elements):
-        records = [element for element in elements if isinstance(element, RawRecord)]
-        work = [records] if records else []
-        work += [element for element in elements if not isinstance(element, RawRecord)]
-        for batch in work:
-            if not self._processes:
-                yield from self._outputs(judge(batch))
-                continue
-            if self._pool is None:
-                # spawn: the runner's threads must not be forked; workers import only transforms.validation.
-                self._pool = ProcessPoolExecutor(self._processes, mp_context=multiprocessing.get_context("spawn"))
-            if len(self._pending) < 2 * self._processes:
-                self._pending.append(self._pool.submit(judge, batch))
-            elif self._pending[0].done():
-                yield from self._outputs(self._pending.popleft().result())
-                self._pending.append(self._pool.submit(judge, batch))
-            else:  # the workers are busy (or still starting): judge this one here rather than wait
-                yield from self._outputs(judge(batch))
+    def process(self, element):
+        if isinstance(element, RawRecord):  # a bounded Kafka range: records are judged BATCH_SIZE at a time
+            self._records.append(element)
+            if len(self._records) < BATCH_SIZE:
+                return
+            element, self._records = self._records, []
+        yield from self._judge(element)
 
     def finish_bundle(self):
+        outputs = list(self._judge(self._records)) if self._records else []
         while self._pending:
-            for output in self._outputs(self._pending.popleft().result()):
-                tag, value = (output.tag, output.value) if isinstance(output, beam.pvalue.TaggedOutput) else (
-                    None, output)
-                windowed = WindowedValue(value, MIN_TIMESTAMP, [GlobalWindow()])
-                yield windowed if tag is None else beam.pvalue.TaggedOutput(tag, windowed)
+            outputs.extend(self._outputs(self._pending.popleft().result()))
+        for output in outputs:
+            tag, value = (output.tag, output.value) if isinstance(output, beam.pvalue.TaggedOutput) else (None, output)
+            windowed = WindowedValue(value, MIN_TIMESTAMP, [GlobalWindow()])
+            yield windowed if tag is None else beam.pvalue.TaggedOutput(tag, windowed)
         self._stop_workers()
+
+    def _judge(self, batch):
+        """The outputs of batches judged so far: this one's, or an earlier one's from a worker."""
+        if not self._processes:
+            yield from self._outputs(judge(batch))
+            return
+        if self._pool is None:
+            # spawn: the runner's threads must not be forked; workers import only transforms.validation.
+            self._pool = ProcessPoolExecutor(self._processes, mp_context=multiprocessing.get_context("spawn"))
+        if len(self._pending) < 2 * self._processes:
+            self._pending.append(self._pool.submit(judge, batch))
+        elif self._pending[0].done():
+            yield from self._outputs(self._pending.popleft().result())
+            self._pending.append(self._pool.submit(judge, batch))
+        else:  # the workers are busy (or still starting): judge this one here rather than wait
+            yield from self._outputs(judge(batch))
 
     def teardown(self):
         self._stop_workers()
@@ -139,9 +147,5 @@ class ParseClicks(beam.PTransform):
     def expand(self, raw):
         if not raw.is_bounded:
             return raw | "Validate" >> beam.ParDo(ParseClickFn()).with_outputs(DEAD_LETTER, main=VALID)
-        return (
-            raw
-            | "Batch" >> beam.BatchElements(  # records in lists; a source's batch goes alone
-                min_batch_size=1, max_batch_size=BATCH_SIZE,
-                element_size_fn=lambda element: 1 if isinstance(element, RawRecord) else BATCH_SIZE)
-            | "ValidateBatches" >> beam.ParDo(ParseBatchFn(self._processes)).with_outputs(DEAD_LETTER, main=VALID))
+        return raw | "ValidateBatches" >> beam.ParDo(ParseBatchFn(self._processes)).with_outputs(
+            DEAD_LETTER, main=VALID)
