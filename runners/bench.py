@@ -6,7 +6,6 @@ dedup, three aggregates, an idempotent sink).
 """
 
 import argparse
-import collections
 import json
 import os
 import pathlib

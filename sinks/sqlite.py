@@ -110,9 +110,12 @@ class _UpsertFn(beam.DoFn):
         else:
             self._rows.append(row)
         if len(self._rows) + self._table_rows >= MAX_BUFFERED_ROWS:  # a replay's bundle holds every window
-            self.finish_bundle()
+            self._flush()
 
     def finish_bundle(self):
+        self._flush()
+
+    def _flush(self):
         if self._tables:
             # In primary-key order, each upsert lands next to the last one: 20% faster than a
             # replay's order (by window) for 100k rows of counts per ad and filter.
