@@ -11,9 +11,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 import apache_beam as beam
 from apache_beam.metrics.metric import Metrics
-from apache_beam.transforms.window import GlobalWindow
-from apache_beam.utils.timestamp import MIN_TIMESTAMP
-from apache_beam.utils.windowed_value import WindowedValue
+from apache_beam.transforms.window import GlobalWindows
 
 from transforms.records import BATCH_SIZE, Click, RawRecord
 from transforms.validation import Verdicts, dead_letter, judge, too_long, validate
@@ -92,7 +90,7 @@ class ParseBatchFn(beam.DoFn):
             outputs.extend(self._outputs(self._pending.popleft().result()))
         for output in outputs:
             tag, value = (output.tag, output.value) if isinstance(output, beam.pvalue.TaggedOutput) else (None, output)
-            windowed = WindowedValue(value, MIN_TIMESTAMP, [GlobalWindow()])
+            windowed = GlobalWindows.windowed_value(value)
             yield windowed if tag is None else beam.pvalue.TaggedOutput(tag, windowed)
         self._stop_workers()
 
