@@ -21,7 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.test_generator import spec_click
-from transforms.parse import DEAD_LETTER, ParseBatchFn, ParseClickFn, ParseClicks
+from transforms import parse
+from transforms.parse import DEAD_LETTER, ParseBatchFn, ParseClickFn, ParseClicks, start_workers
 from transforms.validation import DEAD_LETTER_PREFIX_BYTES, Malformed, validate
 from transforms.records import Click, DeadLetter, RawBatch, RawLines, RawRecord, rows
 
@@ -544,3 +545,23 @@ def test_batches_judged_by_workers_and_here_give_every_verdict_once():
     expected = [per_record(line.lines()[1]) for line in lines]
     assert clicks == sum((clicks for clicks, _ in expected), collections.Counter())
     assert reasons == sorted(reason for _, line_reasons in expected for reason in line_reasons)
+
+
+def test_workers_started_ahead_judge_the_first_bundle_and_stop_with_it():
+    """`start_workers` (what the replay launcher calls before building the pipeline) leaves a
+    started pool that the first bundle takes and shuts down at its end."""
+    payloads = [p.values[0] for p in MALFORMED + VALID if not isinstance(p.values[0], (dict, str))]
+    line = RawLines("corpus", 1, b"\n".join(payloads) + b"\n", {})
+    start_workers(2)
+    started = parse._started_pools[2]
+    batch = ParseBatchFn(processes=2)
+    batch.setup()
+    batch.start_bundle()
+    outputs = [plain(o) for o in list(batch.process(line))]
+    assert batch._pool is started and 2 not in parse._started_pools
+    outputs += [plain(o) for o in batch.finish_bundle()]
+    assert batch._pool is None and started._shutdown_thread
+    clicks = collections.Counter(c for o in outputs if isinstance(o, pa.Table) for c in rows(o, Click))
+    reasons = sorted(o.value.reason for o in outputs if isinstance(o, beam.pvalue.TaggedOutput))
+    expected_clicks, expected_reasons = per_record(line.lines()[1])
+    assert clicks == expected_clicks and reasons == sorted(expected_reasons)
