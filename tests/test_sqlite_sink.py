@@ -61,3 +61,13 @@ def test_bad_sink_urls_are_clear_errors(url):
 def test_sqlite_url_paths():
     assert sqlite_path("sqlite:///rel/a.db") == "rel/a.db"
     assert sqlite_path("sqlite:////abs/a.db") == "/abs/a.db"
+
+
+def test_a_new_database_gets_16_kib_pages_and_an_older_one_keeps_its_own(tmp_path):
+    new, older = str(tmp_path / "new.db"), str(tmp_path / "older.db")
+    assert connect(new).execute("PRAGMA page_size").fetchone() == (16384,)
+    sqlite3.connect(older).execute("CREATE TABLE other (x)")  # a database made before: 4 KiB pages
+    write_rows(connect(older), PER_AD, PER_FILTER, TOP)
+    assert sqlite3.connect(older).execute("PRAGMA page_size").fetchone() == (4096,)
+    write_rows(connect(new), PER_AD, PER_FILTER, TOP)
+    assert dump(older) == dump(new)
