@@ -1,6 +1,8 @@
 import collections
+from unittest import mock
 
 import apache_beam as beam
+import pyarrow as pa
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
@@ -8,7 +10,8 @@ from apache_beam.transforms.window import TimestampedValue
 from hypothesis import given, strategies as st
 
 from tests.clicks import T0, batch, click
-from transforms.aggregates import AggregateClicks, TopAdsFn, filter_values
+from transforms import aggregates
+from transforms.aggregates import AggregateClicks, TopAdsFn, _PartialCounts, filter_values
 from transforms.records import AdCount, FilterCount, TopAds, rows
 from transforms.windowing import WindowClicks
 
@@ -101,3 +104,29 @@ def test_top_ads_of_accumulating_panes_equals_top_of_final_counts(panes, n, rand
         accumulators.append(accumulator)
     expected = tuple(sorted(final.items(), key=lambda item: (-item[1], item[0]))[:n])
     assert fn.extract_output(fn.merge_accumulators(accumulators)) == expected
+
+
+@given(st.lists(st.lists(st.tuples(st.sampled_from([0, 60_000]), st.sampled_from("abc"),
+                                   st.sampled_from(["US", "FR", None])), max_size=12), max_size=8),
+       st.integers(1, 20))
+def test_partial_counts_summed_along_the_way_equal_plain_counts(batches, min_rows_to_sum):
+    """However often the running counts are summed while batches come, a bundle's per-ad and
+    per-filter parts add up to plain counts of its clicks."""
+    fn = _PartialCounts(FILTERS)
+    clicks = [row for rows in batches for row in rows]
+    with mock.patch.object(aggregates, "MIN_ROWS_TO_SUM", min_rows_to_sum):
+        fn.start_bundle()
+        for rows in batches:
+            fn.process(pa.table({name: pa.array(column, kind) for name, column, kind in zip(
+                ("window_start", "ad_id", "country"), zip(*rows) if rows else ([], [], []),
+                (pa.int64(), pa.string(), pa.string()))}))
+        parts = [output.value for output in fn.finish_bundle()]
+    summed = collections.defaultdict(collections.Counter)
+    for window_start, (kind, part) in parts:
+        assert set(part["window_start"].to_pylist()) == {window_start}
+        keys = ["ad_id"] if kind == "per_ad" else ["ad_id", "filter"]
+        for row in part.to_pylist():
+            summed[kind][(window_start, *(row[key] for key in keys))] += row["count_all"]
+    assert summed["per_ad"] == collections.Counter((start, ad) for start, ad, _ in clicks)
+    assert summed["per_filter"] == collections.Counter(
+        (start, ad, f"country={country or 'unknown'}") for start, ad, country in clicks)

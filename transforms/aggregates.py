@@ -7,7 +7,7 @@ counted on its own (a hot ad is spread over every shard), and the partial
 counts meet per minute, where one step sums them and ranks the minute's ads.
 """
 
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import apache_beam as beam
 import numpy as np
@@ -152,10 +152,6 @@ def filter_column(clicks: pa.Table, dimensions: Sequence[str]) -> pa.ChunkedArra
     return parts[0] if len(parts) == 1 else pc.binary_join_element_wise(*parts, ",")
 
 
-def _count(table: pa.Table, keys) -> pa.Table:
-    return table.group_by(keys, use_threads=False).aggregate([([], "count_all")])
-
-
 def _by_window(table: pa.Table):
     """(window_start, the rows of that window) — taken, not sliced, so each pickles alone."""
     starts = table["window_start"].to_numpy()
@@ -166,30 +162,35 @@ def _by_window(table: pa.Table):
             yield int(starts[rows[0]]), table.take(rows)
 
 
+def _summed(tables, keys) -> pa.Table:
+    return pa.concat_tables(tables).group_by(keys, use_threads=False).aggregate([("count_all", "sum")]).rename_columns(
+        keys + ["count_all"])
+
+
 class _RunningCounts:
-    """Partial count tables (`keys` + count_all) added up as they come, so that memory stays
-    about the size of the sums, however many batches there are."""
+    """Counts of rows by `keys`, added up as batches come, so that memory stays about the
+    size of the sums, however many batches there are."""
 
     def __init__(self, keys):
         self._keys = keys
         self._tables, self._summed_rows, self._pending_rows = [], 0, 0
 
-    def add(self, counts: pa.Table):
-        self._tables.append(counts)
-        self._pending_rows += len(counts)
+    def add(self, rows: pa.Table):
+        """Counts `rows` (the keys' columns, one row a click)."""
+        self._tables.append(rows.append_column("count_all", pa.array(np.ones(len(rows), np.int64))))
+        self._pending_rows += len(rows)
         if self._pending_rows > max(self._summed_rows, MIN_ROWS_TO_SUM):
             self._sum()
 
-    def total(self):
+    def total(self) -> Optional[pa.Table]:
+        """The counts so far: `keys` + count_all, one row per key."""
         if self._pending_rows:
             self._sum()
         return self._tables[0] if self._tables else None
 
     def _sum(self):
-        summed = pa.concat_tables(self._tables).group_by(self._keys, use_threads=False).aggregate(
-            [("count_all", "sum")])
-        self._tables = [summed.rename_columns(self._keys + ["count_all"])]
-        self._summed_rows, self._pending_rows = len(summed), 0
+        self._tables = [_summed(self._tables, self._keys)]
+        self._summed_rows, self._pending_rows = len(self._tables[0]), 0
 
 
 class _PartialCounts(beam.DoFn):
@@ -199,27 +200,37 @@ class _PartialCounts(beam.DoFn):
     would: a replay's bundle holds every dedup shard, and per shard there is
     nearly one count per click (few clicks share an ad, filter and minute within
     a shard), so the shuffle carries one partial count per key and bundle instead.
+    Clicks are counted by their dimensions' values, the filter text made only for
+    the sums, and the per-ad counts are summed from one combination's counts (every
+    click has exactly one filter text per combination).
     """
 
     def __init__(self, filter_dimensions):
-        self._filter_dimensions = filter_dimensions
+        self._filter_dimensions = [tuple(sorted(dims)) for dims in filter_dimensions] or [()]
 
     def start_bundle(self):
-        self._per_ad = _RunningCounts(["window_start", "ad_id"])
-        self._per_filter = _RunningCounts(["window_start", "ad_id", "filter"])
+        self._counts = [_RunningCounts(["window_start", "ad_id", *dims]) for dims in self._filter_dimensions]
 
     def process(self, clicks: pa.Table):
-        keys = clicks.select(["window_start", "ad_id"])
-        self._per_ad.add(_count(keys, ["window_start", "ad_id"]))
-        for dimensions in self._filter_dimensions:
-            filtered = keys.append_column("filter", filter_column(clicks, dimensions))
-            self._per_filter.add(_count(filtered, ["window_start", "ad_id", "filter"]))
+        for dimensions, counts in zip(self._filter_dimensions, self._counts):
+            counts.add(clicks.select(["window_start", "ad_id", *dimensions]))
 
     def finish_bundle(self):
-        for kind, counts in (("per_ad", self._per_ad.total()), ("per_filter", self._per_filter.total())):
-            if counts is not None:
-                for window_start, part in _by_window(counts):
-                    yield GlobalWindows.windowed_value((window_start, (kind, part)))
+        totals = [counts.total() for counts in self._counts]
+        if totals[0] is None:
+            return
+        parts = [("per_ad", _summed([totals[0].drop_columns(list(self._filter_dimensions[0]))], ["window_start", "ad_id"]))]
+        parts += [("per_filter", _with_filter_text(counts, dimensions))
+                  for dimensions, counts in zip(self._filter_dimensions, totals) if dimensions]
+        for kind, counts in parts:
+            for window_start, part in _by_window(counts):
+                yield GlobalWindows.windowed_value((window_start, (kind, part)))
+
+
+def _with_filter_text(counts: pa.Table, dimensions) -> pa.Table:
+    """Counts by dimension values -> window_start, ad_id, filter (`filter_values`' text), count_all."""
+    return pa.table({"window_start": counts["window_start"], "ad_id": counts["ad_id"],
+                     "filter": filter_column(counts, dimensions), "count_all": counts["count_all"]})
 
 
 class _MergeWindow(beam.DoFn):
