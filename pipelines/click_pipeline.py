@@ -56,7 +56,7 @@ def build_pipeline(
     if aggregates.sliding_minutes:
         results["top_ads_sliding"] = results["per_ad"] | "TopAdsSliding" >> TopAdsSliding(
             aggregates.sliding_minutes, aggregates.top_n, window.size_seconds, window.allowed_lateness_seconds,
-            window.early_firing_seconds, aggregates.hot_key_fanout)
+            window.early_firing_seconds)
     results | "WriteAggregates" >> sink
     ((parsed[DEAD_LETTER], timely[SKEWED], in_time[TOO_LATE])
      | "AllDeadLetters" >> beam.Flatten()

@@ -13,6 +13,7 @@ from tests.clicks import T0, batch, click
 from transforms import aggregates
 from transforms.aggregates import AggregateClicks, TopAdsFn, _PartialCounts, filter_values
 from transforms.records import AdCount, FilterCount, TopAds, rows
+from transforms.sliding_top import TopOverMinutesFn
 from transforms.windowing import WindowClicks
 
 CLICKS = (
@@ -130,3 +131,29 @@ def test_partial_counts_summed_along_the_way_equal_plain_counts(batches, min_row
     assert summed["per_ad"] == collections.Counter((start, ad) for start, ad, _ in clicks)
     assert summed["per_filter"] == collections.Counter(
         (start, ad, f"country={country or 'unknown'}") for start, ad, country in clicks)
+
+
+@given(st.lists(st.tuples(st.sampled_from("abcdef"), st.sampled_from([T0, T0 + 60_000, T0 + 120_000]),
+                          st.integers(1, 20)), min_size=1, max_size=60),
+       st.integers(1, 4), st.randoms(use_true_random=False))
+def test_top_over_minutes_of_accumulating_panes_sums_each_ads_final_counts(panes, n, random):
+    """Each (ad, minute)'s panes grow; the ranking must be the top N of each ad's final counts summed
+    over the minutes, however the panes are split between accumulators."""
+    final = collections.Counter()
+    inputs = []
+    for ad, minute, increment in panes:
+        final[ad, minute] += increment
+        inputs.append(AdCount(ad, minute, final[ad, minute]))
+    random.shuffle(inputs)
+    fn = TopOverMinutesFn(n)
+    accumulators = []
+    for part in (inputs[::3], inputs[1::3], inputs[2::3]):
+        accumulator = fn.create_accumulator()
+        for row in part:
+            accumulator = fn.add_input(accumulator, row)
+        accumulators.append(accumulator)
+    totals = collections.Counter()
+    for (ad, _), clicks in final.items():
+        totals[ad] += clicks
+    expected = tuple(sorted(totals.items(), key=lambda item: (-item[1], item[0]))[:n])
+    assert fn.extract_output(fn.merge_accumulators(accumulators)) == expected

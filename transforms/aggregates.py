@@ -1,8 +1,8 @@
 """Per-window aggregates: clicks per ad, per ad and filter, and the top N ads.
 
-Clicks follow a Zipf law, so a few ads get most of them. In a stream the
-per-key combines spread each key over `hot_key_fanout` partial sums before the
-final one. A replay counts Arrow batches: each shard of deduplicated clicks is
+Clicks follow a Zipf law, so a few ads get most of them. In a stream one
+combine per ad counts the ad and its filters, and spreads each ad over
+`hot_key_fanout` partial counts before the final one. A replay counts Arrow batches: each shard of deduplicated clicks is
 counted on its own (a hot ad is spread over every shard), and the partial
 counts meet per minute, where one step sums them and ranks the minute's ads.
 """
@@ -27,43 +27,49 @@ def filter_values(click, dimensions: Sequence[str]) -> str:
     return ",".join(f"{name}={getattr(click, name) or UNKNOWN}" for name in sorted(dimensions))
 
 
-class _WithWindowStart(beam.DoFn):
-    """Turns a (key, clicks) of a window into its aggregate row."""
+class _CountsByFilterFn(beam.CombineFn):
+    """One ad's clicks, each given as its filter texts -> {None: clicks, filter text: clicks, ...}."""
 
-    def __init__(self, make_row):
-        self._make_row = make_row
+    def create_accumulator(self):
+        return {}
 
-    def process(self, key_and_clicks, window=beam.DoFn.WindowParam):
-        key, clicks = key_and_clicks
-        yield self._make_row(key, int(window.start.micros // 1000), clicks)
+    def add_input(self, counts, filter_texts):
+        counts[None] = counts.get(None, 0) + 1
+        for text in filter_texts:
+            counts[text] = counts.get(text, 0) + 1
+        return counts
+
+    def merge_accumulators(self, accumulators):
+        merged = {}
+        for counts in accumulators:
+            for text, clicks in counts.items():
+                merged[text] = merged.get(text, 0) + clicks
+        return merged
+
+    def extract_output(self, counts):
+        return counts
 
 
-def _ad_count(ad_id, window_start, clicks):
-    return AdCount(ad_id, window_start, clicks)
+class _AdRows(beam.DoFn):
+    """An ad's counts of a window -> its AdCount (main output) and FilterCounts (`per_filter`)."""
 
-
-def _filter_count(key, window_start, clicks):
-    ad_id, filter_text = key
-    return FilterCount(ad_id, window_start, filter_text, clicks)
+    def process(self, ad_and_counts, window=beam.DoFn.WindowParam):
+        ad_id, counts = ad_and_counts
+        window_start = int(window.start.micros // 1000)
+        for text, clicks in counts.items():
+            if text is None:
+                yield AdCount(ad_id, window_start, clicks)
+            else:
+                yield beam.pvalue.TaggedOutput("per_filter", FilterCount(ad_id, window_start, text, clicks))
 
 
 class CountPerAd(beam.PTransform):
-    """Windowed clicks -> AdCount per (ad_id, window)."""
+    """Windowed clicks -> AdCount per (ad_id, window) and, tagged `per_filter`, FilterCount per
+    (ad_id, window, filter) for each combination of dimensions.
 
-    def __init__(self, hot_key_fanout: int):
-        super().__init__()
-        self._fanout = hot_key_fanout
-
-    def expand(self, clicks):
-        return (
-            clicks
-            | "KeyByAd" >> beam.Map(lambda click: (click.ad_id, 1))
-            | "Sum" >> beam.CombinePerKey(sum).with_hot_key_fanout(self._fanout)
-            | "ToAdCount" >> beam.ParDo(_WithWindowStart(_ad_count)))
-
-
-class CountPerAdAndFilter(beam.PTransform):
-    """Windowed clicks -> FilterCount per (ad_id, window, filter) for each dimension combination."""
+    One combine per ad counts both, so that each click meets one trigger and an ad's
+    panes carry its filters' counts along; `hot_key_fanout` spreads a hot ad first.
+    """
 
     def __init__(self, filter_dimensions: Sequence[Tuple[str, ...]], hot_key_fanout: int):
         super().__init__()
@@ -73,15 +79,14 @@ class CountPerAdAndFilter(beam.PTransform):
     def expand(self, clicks):
         dimension_sets = self._filter_dimensions
 
-        def keys(click):
-            for dimensions in dimension_sets:
-                yield (click.ad_id, filter_values(click, dimensions)), 1
+        def ad_and_filters(click):
+            return click.ad_id, tuple(filter_values(click, dimensions) for dimensions in dimension_sets)
 
         return (
             clicks
-            | "KeyByAdAndFilter" >> beam.FlatMap(keys)
-            | "Sum" >> beam.CombinePerKey(sum).with_hot_key_fanout(self._fanout)
-            | "ToFilterCount" >> beam.ParDo(_WithWindowStart(_filter_count)))
+            | "KeyByAd" >> beam.Map(ad_and_filters)
+            | "Count" >> beam.CombinePerKey(_CountsByFilterFn()).with_hot_key_fanout(self._fanout)
+            | "ToRows" >> beam.ParDo(_AdRows()).with_outputs("per_filter", main="per_ad"))
 
 
 def _rank_key(ad_and_clicks):
@@ -294,9 +299,9 @@ class AggregateClicks(beam.PTransform):
     def expand(self, clicks):
         if clicks.is_bounded:
             return clicks | "CountBatches" >> _CountBatches(self._filter_dimensions, self._top_n)
-        per_ad = clicks | "PerAd" >> CountPerAd(self._fanout)
+        counts = clicks | "PerAd" >> CountPerAd(self._filter_dimensions, self._fanout)
         return {
-            "per_ad": per_ad,
-            "per_filter": clicks | "PerAdAndFilter" >> CountPerAdAndFilter(self._filter_dimensions, self._fanout),
-            "top_ads": per_ad | "TopAds" >> TopAdsPerWindow(self._top_n),
+            "per_ad": counts.per_ad,
+            "per_filter": counts.per_filter,
+            "top_ads": counts.per_ad | "TopAds" >> TopAdsPerWindow(self._top_n),
         }

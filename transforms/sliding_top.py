@@ -13,8 +13,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.transforms.window import SlidingWindows
 
-from transforms.aggregates import TopAdsFn
-from transforms.records import AdCount
 from transforms.windowing import stream_windowing
 
 
@@ -25,33 +23,38 @@ class SlidingTopAds(NamedTuple):
     ranking: tuple
 
 
-class ClicksOverMinutesFn(beam.CombineFn):
-    """An ad's AdCount panes of several minutes -> its clicks over them (latest pane per minute)."""
+class TopOverMinutesFn(beam.CombineFn):
+    """AdCount panes of several minutes -> the N ads with most clicks over them, ties by ad_id.
+
+    An ad's minute may come in several panes with a growing count: the latest
+    (largest) is its count for that minute, and its total is the sum over the minutes.
+    """
+
+    def __init__(self, n: int):
+        self._n = n
 
     def create_accumulator(self):
         return {}
 
-    def add_input(self, by_minute, ad_count):
+    def add_input(self, by_ad, ad_count):
+        by_minute = by_ad.setdefault(ad_count.ad_id, {})
         if ad_count.clicks > by_minute.get(ad_count.window_start, 0):
             by_minute[ad_count.window_start] = ad_count.clicks
-        return by_minute
+        return by_ad
 
     def merge_accumulators(self, accumulators):
         merged = {}
-        for by_minute in accumulators:
-            for minute, clicks in by_minute.items():
-                if clicks > merged.get(minute, 0):
-                    merged[minute] = clicks
+        for by_ad in accumulators:
+            for ad_id, by_minute in by_ad.items():
+                into = merged.setdefault(ad_id, {})
+                for minute, clicks in by_minute.items():
+                    if clicks > into.get(minute, 0):
+                        into[minute] = clicks
         return merged
 
-    def extract_output(self, by_minute):
-        return sum(by_minute.values())
-
-
-class _ToTotal(beam.DoFn):
-    def process(self, ad_and_clicks, window=beam.DoFn.WindowParam):
-        ad_id, clicks = ad_and_clicks
-        yield AdCount(ad_id, int(window.start.micros // 1000), clicks)
+    def extract_output(self, by_ad):
+        totals = ((ad_id, sum(by_minute.values())) for ad_id, by_minute in by_ad.items())
+        return tuple(sorted(totals, key=lambda total: (-total[1], total[0]))[:self._n])
 
 
 class _ToSlidingTopAds(beam.DoFn):
@@ -75,18 +78,20 @@ class TopAdsSliding(beam.PTransform):
     """Per-minute AdCounts -> SlidingTopAds of the last `minutes` windows, one per window end.
 
     In a stream the sliding windows fire like the minute ones (early, on time,
-    late); a replay ranks its Arrow tables of final counts.
+    late), and one combine per window ranks its ads: a ranking needs every ad's
+    total, and a combine per ad would put a key and its timers per ad in each of
+    the M windows, which the DirectRunner scans between bundles (docs/streaming.md,
+    Measured). A replay ranks its Arrow tables of final counts.
     """
 
     def __init__(self, minutes: int, n: int, window_seconds: int, allowed_lateness_seconds: int,
-                 early_firing_seconds: int, hot_key_fanout: int):
+                 early_firing_seconds: int):
         super().__init__()
         self._minutes = minutes
         self._n = n
         self._window_seconds = window_seconds
         self._allowed_lateness_seconds = allowed_lateness_seconds
         self._early_firing_seconds = early_firing_seconds
-        self._fanout = hot_key_fanout
 
     def expand(self, per_ad):
         minutes, period_ms = self._minutes, self._window_seconds * 1000
@@ -107,8 +112,5 @@ class TopAdsSliding(beam.PTransform):
             | "SlidingWindows" >> stream_windowing(
                 SlidingWindows(minutes * self._window_seconds, self._window_seconds),
                 self._allowed_lateness_seconds, self._early_firing_seconds)
-            | "KeyByAd" >> beam.Map(lambda ad_count: (ad_count.ad_id, ad_count))
-            | "ClicksOverMinutes" >> beam.CombinePerKey(ClicksOverMinutesFn()).with_hot_key_fanout(self._fanout)
-            | "ToTotal" >> beam.ParDo(_ToTotal())
-            | "TopN" >> beam.CombineGlobally(TopAdsFn(self._n)).without_defaults()
+            | "TopN" >> beam.CombineGlobally(TopOverMinutesFn(self._n)).without_defaults()
             | "ToSlidingTopAds" >> beam.ParDo(_ToSlidingTopAds(minutes)))
