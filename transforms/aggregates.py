@@ -2,9 +2,10 @@
 
 Clicks follow a Zipf law, so a few ads get most of them. In a stream one
 combine per ad counts the ad and its filters, and spreads each ad over
-`hot_key_fanout` partial counts before the final one. A replay counts Arrow batches: each shard of deduplicated clicks is
-counted on its own (a hot ad is spread over every shard), and the partial
-counts meet per minute, where one step sums them and ranks the minute's ads.
+`hot_key_fanout` partial counts before the final one. A replay counts Arrow
+batches: each bundle of deduplicated clicks (every dedup shard, so a hot ad is
+spread over all of them) is counted on its own, and the partial counts meet per
+minute, where one step sums them and ranks the minute's ads.
 """
 
 from typing import Optional, Sequence, Tuple
