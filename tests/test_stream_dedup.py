@@ -6,6 +6,7 @@ the TTL (with buckets: the end of the first copy's bucket plus the TTL).
 """
 
 import apache_beam as beam
+from apache_beam.runners.direct import watermark_manager
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.deduplicate import DeduplicatePerKey
@@ -83,3 +84,29 @@ def test_the_per_key_variant_for_benchmarks_counts_like_ours():
     result.wait_until_finish()
     totals = counters(result)
     assert (totals["unique"], totals["duplicates"]) == (8, 4)
+
+
+def test_the_runner_forgets_dedup_keys_whose_state_and_timers_are_gone(monkeypatch):
+    """The DirectRunner keeps an entry per key a stateful step ever saw and scans them all between
+    bundles; `direct_fixes` drops the empty ones, so a long local stream does not scan ever more
+    forgotten buckets. Here 40 one-second buckets × 4 shards expire along the stream."""
+    scanned = []
+    original = watermark_manager._TransformWatermarks.__init__
+
+    def remember(self, clock, keyed_states, transform):
+        original(self, clock, keyed_states, transform)
+        if "FirstCopyInBucket" in str(transform):
+            scanned.append(keyed_states)
+
+    monkeypatch.setattr(watermark_manager._TransformWatermarks, "__init__", remember)
+    stream = TestStream().advance_watermark_to(at(0))
+    for second in range(0, 200, 5):
+        stream.add_elements([copy(f"e{second}-{n}", second) for n in range(8)])
+        stream.advance_watermark_to(at(second + TTL + 5))  # every earlier bucket's TTL has passed
+    stream.advance_watermark_to_infinity()
+    pipeline = beam.Pipeline(options=streaming_options())
+    unique = pipeline | stream | DedupByEventId(TTL, bucket_seconds=1, shards_per_bucket=4)
+    assert_that(unique | beam.Map(lambda c: c.event_id),
+                equal_to([f"e{second}-{n}" for second in range(0, 200, 5) for n in range(8)]))
+    pipeline.run().wait_until_finish()
+    assert len(scanned) == 1 and len(scanned[0]) <= 4, f"{len(scanned[0])} keys left of up to 160"
