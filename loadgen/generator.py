@@ -104,8 +104,8 @@ class GeneratorConfig:
             raise ValueError("need 0 <= disorder_seconds <= late_max_seconds")
         if self.resend_max_seconds < 0 or not self.countries:
             raise ValueError("resend_max_seconds must be >= 0 and countries non-empty")
-        if self.hot_ad_share is not None and not 1 / self.ads <= self.hot_ad_share < 1:
-            raise ValueError(f"hot_ad_share must be in [1/ads, 1) = [{1 / self.ads:g}, 1)")
+        if self.hot_ad_share is not None:
+            zipf_exponent_for_top_share(self.ads, self.hot_ad_share)  # checks the share (and caches the exponent)
 
     @property
     def effective_zipf_exponent(self) -> float:
@@ -124,7 +124,7 @@ def zipf_exponent_for_top_share(ads: int, share: float) -> float:
     clicks on one ad") than by exponent, whose effect depends on the number of ads.
     """
     if not 1 / ads <= share < 1:
-        raise ValueError(f"a top share must be in [1/ads, 1) = [{1 / ads:g}, 1)")
+        raise ValueError(f"hot_ad_share must be in [1/ads, 1) = [{1 / ads:g}, 1)")
     ranks = np.arange(1, ads + 1, dtype=float)
 
     def top_share(s):
