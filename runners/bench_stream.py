@@ -63,7 +63,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import apache_beam as beam
 import orjson
-from apache_beam.metrics.metric import Metrics, MetricsFilter
+from apache_beam.metrics.metric import Metrics
 
 from loadgen.generator import GeneratorConfig, generate
 from loadgen.publish import PubSubPublisher, emissions_around_now, publish
@@ -244,8 +244,7 @@ class CountMessages(beam.PTransform):
 
 def source_count(result) -> int:
     """What CountMessages counted in a run."""
-    query = result.metrics().query(MetricsFilter().with_namespace(BENCH_NAMESPACE))
-    return sum(counter.committed or 0 for counter in query["counters"])
+    return counters(result, BENCH_NAMESPACE).get("source_read", 0)
 
 
 def _dag_count(result) -> int:

@@ -6,9 +6,9 @@ NAMESPACE = "adclick"
 MALFORMED_PREFIX = "malformed."
 
 
-def counters(result) -> dict:
-    """The committed adclick counters of a finished pipeline, by name."""
-    query = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))
+def counters(result, namespace: str = NAMESPACE) -> dict:
+    """The committed counters of a pipeline in `namespace` (adclick's own by default), by name."""
+    query = result.metrics().query(MetricsFilter().with_namespace(namespace))
     totals = {}
     for counter in query["counters"]:
         name = counter.key.metric.name
