@@ -17,9 +17,8 @@ state sampler). Other runners use none of these code paths.
    computed once per class and function.
 3. Pull size. The Pub/Sub read pulls 10 messages a call, and every pull
    becomes one bundle per step, each followed by a scan of every key's timers
-   in every stateful step (the runner's monitor): on the full DAG that scan is
-   ~85% of the run (profiled with `adclick bench-stream --profile`), a fixed
-   cost per pull. Pulls ask for up to PULL_MESSAGES instead; the emulator and
+   in every stateful step (the runner's monitor): a fixed cost per pull, paid
+   for 10 clicks (docs/streaming.md, Measured). Pulls ask for up to PULL_MESSAGES instead; the emulator and
    Pub/Sub return what is there, so a trickle still comes one message at a
    time. Messages are still acknowledged when pulled, and the watermark is
    still the wall clock at each pull.
