@@ -4,6 +4,7 @@ import argparse
 
 from pipelines.config import AggregateConfig, PipelineConfig, WindowConfig
 from transforms.aggregates import FILTER_DIMENSIONS
+from transforms.records import MINUTE_MS
 
 
 def _dimension_sets(text: str):
@@ -16,10 +17,25 @@ def _dimension_sets(text: str):
     return sets
 
 
+def _window_seconds(text: str) -> int:
+    """A window size that tiles a minute: the API serves minutes, summing the windows of each."""
+    try:
+        seconds = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number of seconds: {text!r}") from None
+    minute = MINUTE_MS // 1000
+    if seconds <= 0 or minute % seconds:
+        raise argparse.ArgumentTypeError(
+            f"{seconds} is not a positive size that divides a minute evenly: use one of "
+            + ", ".join(str(size) for size in range(1, minute + 1) if minute % size == 0))
+    return seconds
+
+
 def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     window, aggregates = WindowConfig(), AggregateConfig()
     group = parser.add_argument_group("windowing and aggregates")
-    group.add_argument("--window-seconds", type=int, default=window.size_seconds)
+    group.add_argument("--window-seconds", type=_window_seconds, default=window.size_seconds,
+                       help="event-time window size, a divisor of 60; a sink holds one size (default: 60)")
     group.add_argument("--allowed-lateness-seconds", type=int, default=window.allowed_lateness_seconds)
     group.add_argument("--early-firing-seconds", type=int, default=window.early_firing_seconds,
                        help="processing-time interval of early panes; 0 for none")

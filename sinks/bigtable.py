@@ -1,21 +1,22 @@
 """Google Cloud Bigtable, the production sink: row keys for the two reads the API makes.
 
-One table holds four kinds of rows (docs/bigtable-and-serving.md explains why):
+One table holds five kinds of rows (docs/bigtable-and-serving.md explains why):
 
   ad#{h4}#{ad_id}#{minute}      per ad, per minute: one ad over a time range is one scan
   min#{b}#{minute}#{ad_id}      per minute, per ad: all ads of a minute are 16 scans in one request
   top#{reversed minute}         the top N ads of a minute: one row; the newest minute sorts first
   tops#{M}#{reversed end}       the top N ads of the M minutes ending (exclusive) at `end`: one row
+  meta                          the window size and filters the table holds (sinks/meta.py)
 
 `h4` is 4 hex digits of a hash of the ad_id and `b` its first digit (16 salt buckets), so
 no kind of high-volume row starts with a time and writes never pile onto one tablet.
 `minute` is the window start in epoch ms, 13 digits, zero-padded.
 
 Family `c` holds counts: qualifier `all` for every click, `country=US` (a filter) for one
-filter, each an 8-byte big-endian int64. Family `t` holds the ranking as JSON. Each cell is
-written with the pane's full (accumulated) value at a version (timestamp) equal to the
-window start, so a later pane, a retried bundle or a replay overwrites the same cell: the
-write is idempotent and never an increment.
+filter, each an 8-byte big-endian int64. Family `t` holds the ranking as JSON, and the `meta`
+row's cells. Each count and ranking cell is written with the pane's full (accumulated) value at
+a version (timestamp) equal to the window start, so a later pane, a retried bundle or a replay
+overwrites the same cell: the write is idempotent and never an increment.
 """
 
 import datetime
@@ -42,6 +43,7 @@ SALT_BUCKETS = 16
 MINUTE_DIGITS = 13
 MAX_MINUTE = 10 ** MINUTE_DIGITS - 1
 AD_PREFIX, MINUTE_PREFIX, TOP_PREFIX, SLIDING_PREFIX = "ad#", "min#", "top#", "tops#"
+META_ROW = b"meta"  # no '#': no other kind of row, whatever its ad_id, can have this key
 CHECK_DEADLINE_SECONDS = 5  # retries of the check before a run, in all
 _COUNT = struct.Struct(">q")
 
@@ -195,7 +197,7 @@ class BigtableNotReady(ValueError):
     """The table cannot take writes or serve reads: missing, missing families, unreachable."""
 
 
-def _describe_error(error: Exception) -> str:
+def describe_error(error: Exception) -> str:
     message = getattr(error, "message", None) or str(error)
     return " ".join(message.split())[:300]
 
@@ -215,7 +217,7 @@ def check_table(ref: TableRef) -> None:
     except exceptions.NotFound:
         raise BigtableNotReady(f"Bigtable table {ref.url} does not exist; {create}") from None
     except (exceptions.GoogleAPICallError, exceptions.RetryError, DefaultCredentialsError) as error:
-        raise BigtableNotReady(f"cannot reach Bigtable table {ref.url}: {_describe_error(error)}") from None
+        raise BigtableNotReady(f"cannot reach Bigtable table {ref.url}: {describe_error(error)}") from None
     missing = sorted(set(FAMILIES) - set(table.column_families))
     if missing:
         raise BigtableNotReady(

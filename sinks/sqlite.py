@@ -42,6 +42,10 @@ CREATE TABLE IF NOT EXISTS top_ads_sliding (
     clicks INTEGER NOT NULL,
     PRIMARY KEY (window_end, minutes, rank)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sink_meta (  -- the window size and filters the tables hold (sinks/meta.py)
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 """
 
 UPSERT_PER_AD = """
