@@ -79,10 +79,11 @@ class PubSubPublisher:
 
     def __init__(self, url: str):
         from google.cloud import pubsub_v1
-        from sources.pubsub import pubsub_path
+        from sources.pubsub import check_topic, pubsub_path
         self._topic = pubsub_path(url, "topics")
         self._client = pubsub_v1.PublisherClient(
             batch_settings=pubsub_v1.types.BatchSettings(max_messages=500, max_latency=0.01))
+        check_topic(self._client, url)
         self._futures = []
 
     def send(self, line: bytes, event_ms: int) -> None:
@@ -104,8 +105,9 @@ class KafkaPublisher:
 
     def __init__(self, url: str):
         from confluent_kafka import Producer
-        from sources.kafka import parse_kafka_url
+        from sources.kafka import check_topic, parse_kafka_url
         parsed = parse_kafka_url(url)
+        check_topic(parsed)
         self._topic = parsed.topic
         self._producer = Producer({"bootstrap.servers": parsed.brokers, "enable.idempotence": True,
                                    "linger.ms": 5})
@@ -132,6 +134,7 @@ class KafkaPublisher:
 
 
 def publisher_for(url: str):
+    """The publisher a URL names; ValueError, before anything is sent, when its topic does not exist."""
     if url.startswith("pubsub://"):
         return PubSubPublisher(url)
     if url.startswith("kafka://"):

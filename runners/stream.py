@@ -30,7 +30,7 @@ from sinks.archive import DEFAULT_EVERY_SECONDS as ARCHIVE_EVERY_SECONDS
 from sinks.archive import WriteRawArchive
 from sinks.dead_letter_files import DEFAULT_EVERY_SECONDS as DEAD_LETTER_EVERY_SECONDS
 from sinks.dead_letter_files import WriteDeadLetterFiles
-from sources import is_kafka, stream_source_for
+from sources import check_stream_source, is_kafka, stream_source_for
 from transforms.windowing import LATENESS_GRACE_SECONDS
 
 RUNNERS = {"direct": "DirectRunner", "flink": "FlinkRunner", "dataflow": "DataflowRunner"}
@@ -132,6 +132,8 @@ def build(args, beam_args):
         errors = check(args, options, config)
         source = stream_source_for(args.source, args.timestamp_attribute, args.kafka_group,
                                    args.kafka_expansion_service)
+        if not errors:
+            check_stream_source(args.source)
         sink = sink_for(args.sink)
     except ValueError as error:
         errors = [str(error)]

@@ -20,12 +20,13 @@ class _ReadAll(beam.PTransform):
 
 
 def check_inputs(inputs: Sequence[str]) -> None:
-    """Fails before a replay starts on a file pattern that matches nothing or a malformed Kafka URL."""
+    """Fails before a replay starts on a file pattern that matches nothing, a malformed Kafka URL or a topic the
+    brokers do not have."""
     from sources.files import check_patterns
-    from sources.kafka import parse_kafka_url
+    from sources.kafka import check_topic
     for url in inputs:
         if is_kafka(url):
-            parse_kafka_url(url)
+            check_topic(url)
     check_patterns([pattern for pattern in inputs if not is_kafka(pattern)])
 
 
@@ -38,6 +39,16 @@ def source_for(inputs: Sequence[str], fmt: str = "auto") -> beam.PTransform:
         from sources.files import ReadRawLogs
         sources.insert(0, ReadRawLogs(patterns, fmt))
     return sources[0] if len(sources) == 1 else _ReadAll(sources)
+
+
+def check_stream_source(url: str) -> None:
+    """Fails before a stream starts on a subscription or topic that does not exist: the stream would idle on it."""
+    if url.startswith("pubsub://"):
+        from sources.pubsub import check_subscription
+        check_subscription(url)
+    elif is_kafka(url):
+        from sources.kafka import check_topic
+        check_topic(url)
 
 
 def stream_source_for(url: str, timestamp_attribute: Optional[str] = None, kafka_group: str = "adclick",

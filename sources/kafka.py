@@ -36,6 +36,7 @@ EARLIEST, LATEST = "earliest", "latest"
 SPLIT_RECORDS = 50_000
 POLL_SECONDS = 1.0
 STALL_SECONDS = 60.0
+CHECK_TIMEOUT_SECONDS = 10
 TIMESTAMP_NOT_AVAILABLE = 0  # confluent_kafka.TIMESTAMP_NOT_AVAILABLE
 
 
@@ -104,6 +105,25 @@ def consumer_config(brokers: str, **extra) -> dict:
     return {"bootstrap.servers": brokers, "group.id": "adclick-replay", "enable.auto.commit": False,
             "enable.partition.eof": True, "auto.offset.reset": "earliest", "isolation.level": "read_committed",
             **extra}
+
+
+def check_topic(url: Union[str, KafkaUrl]) -> None:
+    """Fails with one line, before a run or a publisher starts, when the brokers do not answer or have no such
+    topic: a stream would idle on it forever, and a producer could create it with the broker's defaults."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+    url = parse_kafka_url(url) if isinstance(url, str) else url
+    admin = AdminClient({"bootstrap.servers": url.brokers, "log_level": 0})  # its log lines would repeat ours
+    try:
+        topics = admin.list_topics(timeout=CHECK_TIMEOUT_SECONDS).topics  # all topics: naming one can create it
+    except KafkaException as error:
+        raise ValueError(f"Kafka at {url.brokers} did not answer within {CHECK_TIMEOUT_SECONDS} s: "
+                         f"{error.args[0].str()}") from None
+    metadata = topics.get(url.topic)
+    if metadata is None or metadata.error is not None:
+        known = sorted(name for name in topics if not name.startswith("__"))
+        raise ValueError(f"Kafka at {url.brokers} has no topic {url.topic!r} (its topics: "
+                         f"{', '.join(known[:10]) or 'none'}{', ...' if len(known) > 10 else ''})")
 
 
 class PartitionRange(NamedTuple):

@@ -10,6 +10,7 @@ time is always the parsed click_ts.
 """
 
 import datetime
+import os
 import re
 from typing import Optional
 
@@ -20,6 +21,7 @@ from transforms.records import RawRecord
 
 SCHEME = "pubsub"
 EVENT_TIME_ATTRIBUTE = "event_ts"
+CHECK_TIMEOUT_SECONDS = 10
 _SUBSCRIPTION = re.compile(r"^projects/[^/]+/subscriptions/[^/]+$")
 _TOPIC = re.compile(r"^projects/[^/]+/topics/[^/]+$")
 
@@ -32,6 +34,41 @@ def pubsub_path(url: str, kind: str = "subscriptions") -> str:
     if not pattern.match(path):
         raise ValueError(f"not a Pub/Sub {kind[:-1]} URL: {url!r}; expected pubsub://projects/P/{kind}/NAME")
     return path
+
+
+def _service() -> str:
+    host = os.environ.get("PUBSUB_EMULATOR_HOST")
+    return f"the Pub/Sub emulator at {host}" if host else "Pub/Sub"
+
+
+def _check_exists(get, path: str, kind: str) -> None:
+    """Raises ValueError with one line when `get(path)` finds nothing or Pub/Sub does not answer."""
+    from google.api_core import exceptions
+    from google.auth.exceptions import GoogleAuthError
+    try:
+        get(path)
+    except exceptions.NotFound:
+        raise ValueError(f"{_service()} has no {kind} {path}") from None
+    except (exceptions.GoogleAPIError, GoogleAuthError) as error:
+        reason = str(getattr(error, "message", None) or error).splitlines()[0]
+        raise ValueError(f"{_service()} did not answer about {kind} {path}: {reason}") from None
+
+
+def check_subscription(url: str) -> None:
+    """Fails before a stream starts on a subscription that does not exist (it would idle forever)."""
+    from google.cloud import pubsub_v1
+    subscriber = pubsub_v1.SubscriberClient()
+    try:
+        _check_exists(lambda path: subscriber.get_subscription(
+            subscription=path, retry=None, timeout=CHECK_TIMEOUT_SECONDS), pubsub_path(url), "subscription")
+    finally:
+        subscriber.close()
+
+
+def check_topic(publisher, url: str) -> None:
+    """Fails before publishing to a topic that does not exist, with `publisher`, a PublisherClient."""
+    _check_exists(lambda path: publisher.get_topic(topic=path, retry=None, timeout=CHECK_TIMEOUT_SECONDS),
+                  pubsub_path(url, "topics"), "topic")
 
 
 def epoch_ms(moment) -> Optional[int]:
