@@ -21,6 +21,7 @@ from runners import options as cli_options
 from runners.summary import counters, format_summary, summarize
 from sinks import sink_for
 from sinks.dead_letters import WriteDeadLetters
+from sinks.meta import check_sink
 from sources import check_inputs, source_for
 from sources.files import FORMATS
 from transforms.parse import start_workers
@@ -79,6 +80,7 @@ def run(argv=None) -> dict:
     try:
         check_inputs(args.input)
         sink = sink_for(args.sink)
+        check_sink(args.sink, args.window_seconds, args.filters)
     except (FileNotFoundError, ValueError) as error:
         sys.exit(f"adclick replay: {error}")
     options = PipelineOptions(beam_args)

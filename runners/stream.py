@@ -30,6 +30,7 @@ from sinks.archive import DEFAULT_EVERY_SECONDS as ARCHIVE_EVERY_SECONDS
 from sinks.archive import WriteRawArchive
 from sinks.dead_letter_files import DEFAULT_EVERY_SECONDS as DEAD_LETTER_EVERY_SECONDS
 from sinks.dead_letter_files import WriteDeadLetterFiles
+from sinks.meta import check_sink
 from sources import check_stream_source, is_kafka, stream_source_for
 from transforms.windowing import LATENESS_GRACE_SECONDS
 
@@ -135,6 +136,8 @@ def build(args, beam_args):
         if not errors:
             check_stream_source(args.source)
         sink = sink_for(args.sink)
+        if not errors:
+            check_sink(args.sink, config.window.size_seconds, config.aggregates.filter_dimensions)
     except ValueError as error:
         errors = [str(error)]
     if errors:

@@ -3,7 +3,9 @@
 JSON conventions: every time, in and out, is a minute start in epoch milliseconds (UTC);
 ranges are [from, to) — `from` inclusive, `to` exclusive — and inputs that fall inside a
 minute are rounded down to its start (the answer echoes the rounded values). Inputs may also
-be ISO-8601 with a zone. Every error is `{"error": "<one line>"}` with a 4xx status (bad
+be ISO-8601 with a zone. A filter is answered only where the sink aggregated its combination of
+dimensions (`/v1/status` lists them): a count of 0 for a filter never counted would be false.
+An ad_id may hold '/' (sent as %2F). Every error is `{"error": "<one line>"}` with a 4xx status (bad
 parameters: 400; unknown path: 404) or 503 when the store cannot answer.
 """
 
@@ -26,6 +28,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving.store import Store, StoreUnavailable
+from sinks.meta import dimension_set_of
 from transforms.aggregates import FILTER_DIMENSIONS, UNKNOWN
 from transforms.validation import COUNTRY_CODES, MAX_CLICK_TS, MAX_ID_LENGTH, MAX_OPTIONAL_LENGTH, MIN_CLICK_TS
 from transforms.records import MINUTE_MS, minute_start
@@ -80,7 +83,10 @@ class Status(BaseModel):
     last_complete_minute: int = Field(description="the default minute of the queries, epoch ms")
     max_count: int
     max_window_minutes: int
-    filter_dimensions: List[str]
+    window_seconds: Optional[int] = Field(description="the sink's window size; the API sums each minute's windows")
+    filters: List[str] = Field(description="the combinations of dimensions the sink aggregated, e.g. country+user_id: "
+                                           "a filter is answered over one of these")
+    filter_dimensions: List[str] = Field(description="every dimension some combination in `filters` names")
 
 
 class Country(BaseModel):
@@ -197,7 +203,7 @@ class _RequestMetrics:
         try:
             await self.app(scope, receive, send_and_note_status)
         finally:
-            route = getattr(scope.get("route"), "path", None)
+            route = getattr(scope.get("route"), "path_format", None)
             if route is None:
                 route = "/dashboard" if scope["path"].startswith("/dashboard") else "unmatched"
             self._requests.labels(scope["method"], route, str(status)).inc()
@@ -276,6 +282,17 @@ def create_app(store: Store, max_window_minutes: int = DEFAULT_MAX_WINDOW_MINUTE
         LOG.exception("internal error on %s", request.url.path)
         return _error(500, "internal error; see the server log")
 
+    def held_filter(filter_text: Optional[str]) -> Optional[str]:
+        """The normalized filter, if the sink aggregated its dimensions; else a 400 that names what it holds."""
+        normalized = parse_filter(filter_text)
+        if normalized is not None:
+            held = store.meta().filters
+            if dimension_set_of(normalized) not in held:
+                holds = f"only filters over {', '.join(sorted(held))}" if held else "no filters"
+                raise BadRequest(f"filter {normalized[:80]} was never aggregated in this sink, which holds {holds} "
+                                 f"(replay with --filters to add {dimension_set_of(normalized)})")
+        return normalized
+
     ad_id_parameter = Path(min_length=1, max_length=MAX_ID_LENGTH, description="the ad, 1..256 characters")
     filter_parameter = Query(None, alias="filter", description=_FILTER_HELP, max_length=600)
 
@@ -288,11 +305,11 @@ def create_app(store: Store, max_window_minutes: int = DEFAULT_MAX_WINDOW_MINUTE
             at: Optional[str] = _time_query("at", "the window's last minute; default: the last complete minute")):
         last = minute_start(parse_time(at, "at")) if at is not None else last_complete_minute()
         start, end = last - (window - 1) * MINUTE_MS, last + MINUTE_MS
-        ranking = store.top_ads(start, end, parse_filter(filter_text), count)
+        ranking = store.top_ads(start, end, held_filter(filter_text), count)
         return {"window_start": start, "window_end": end,
                 "ad_ids": [ad_id for ad_id, _ in ranking], "counts": [clicks for _, clicks in ranking]}
 
-    @app.get("/v1/ads/{ad_id}/aggregated_count", response_model=AggregatedCount, responses=ERRORS,
+    @app.get("/v1/ads/{ad_id:path}/aggregated_count", response_model=AggregatedCount, responses=ERRORS,
              tags=["queries"], summary="Clicks of one ad in the minutes [from, to)")
     def aggregated_count(
             ad_id: str = ad_id_parameter,
@@ -300,11 +317,11 @@ def create_app(store: Store, max_window_minutes: int = DEFAULT_MAX_WINDOW_MINUTE
             to_text: Optional[str] = _time_query("to", "end (exclusive); default: the end of the last complete minute"),
             filter_text: Optional[str] = filter_parameter):
         start, end = time_range(from_text, to_text, MAX_RANGE_MINUTES)
-        normalized = parse_filter(filter_text)
+        normalized = held_filter(filter_text)
         return {"ad_id": ad_id, "from": start, "to": end, "filter": normalized,
                 "count": store.clicks(ad_id, start, end, normalized)}
 
-    @app.get("/v1/ads/{ad_id}/clicks_per_minute", response_model=ClicksPerMinute, responses=ERRORS,
+    @app.get("/v1/ads/{ad_id:path}/clicks_per_minute", response_model=ClicksPerMinute, responses=ERRORS,
              tags=["dashboard"], summary="Clicks of one ad, minute by minute (for charts)")
     def clicks_per_minute(
             ad_id: str = ad_id_parameter,
@@ -312,7 +329,7 @@ def create_app(store: Store, max_window_minutes: int = DEFAULT_MAX_WINDOW_MINUTE
             to_text: Optional[str] = _time_query("to", "end (exclusive); default: the end of the last complete minute"),
             filter_text: Optional[str] = filter_parameter):
         start, end = time_range(from_text, to_text, MAX_SERIES_MINUTES)
-        normalized = parse_filter(filter_text)
+        normalized = held_filter(filter_text)
         counts = store.clicks_per_minute(ad_id, start, end, normalized)
         minutes = list(range(start, end, MINUTE_MS))
         return {"ad_id": ad_id, "from": start, "to": end, "filter": normalized,
@@ -321,9 +338,11 @@ def create_app(store: Store, max_window_minutes: int = DEFAULT_MAX_WINDOW_MINUTE
     @app.get("/v1/status", response_model=Status, responses={503: ERRORS[503]}, tags=["dashboard"],
              summary="The newest minute in the store and the API's limits")
     def status():
+        held = store.meta()
         return {"store": store.kind, "latest_minute": store.latest_minute(),
                 "last_complete_minute": last_complete_minute(), "max_count": MAX_COUNT,
-                "max_window_minutes": max_window_minutes, "filter_dimensions": list(FILTER_DIMENSIONS)}
+                "max_window_minutes": max_window_minutes, "window_seconds": held.window_seconds,
+                "filters": sorted(held.filters), "filter_dimensions": held.dimensions}
 
     countries = sorted(({"code": country.alpha_2, "name": getattr(country, "common_name", country.name)}
                         for country in pycountry.countries), key=lambda country: country["code"])

@@ -4,20 +4,29 @@ Both answer the same questions from the sink's tables, so the API answers the sa
 clicks of one ad per minute over a time range, clicks of every ad over a time range (for the
 top N over several minutes or with a filter), the stored top N of one minute, and the newest
 minute written. Times are epoch ms of minute starts; ranges are [start, end).
+
+A sink may hold windows shorter than a minute (`--window-seconds 30`): the store sums each
+minute's windows, and ranks from those sums, since the stored rankings are per window. What
+the sink holds (its window size, its filters: sinks/meta.py) is read again every few seconds,
+so that a run that starts while the API serves is seen.
 """
 
 import abc
+import contextlib
 import heapq
 import os
 import sqlite3
 import threading
+import time
 from typing import Dict, List, Mapping, Optional, Tuple
 from urllib.parse import urlparse
 
-from sinks import BIGTABLE_SCHEME, SQLITE_SCHEME, bigtable_table, sqlite_path
-from transforms.records import MINUTE_MS
+from sinks import BIGTABLE_SCHEME, SQLITE_SCHEME, bigtable_table, meta, sqlite_path
+from sinks.meta import SinkMeta
+from transforms.records import MINUTE_MS, minute_start
 
 Ranking = List[Tuple[str, int]]
+META_REFRESH_SECONDS = 5.0
 
 
 class StoreUnavailable(Exception):
@@ -33,14 +42,16 @@ class Store(abc.ABC):
     """Reads of the aggregates. Filters are normalized filter texts such as `country=US`."""
 
     kind: str
+    _meta: Optional[Tuple[float, SinkMeta]] = None  # (when read, what the sink holds)
+    _inferred: Optional[SinkMeta] = None
 
     @abc.abstractmethod
-    def clicks_per_minute(self, ad_id: str, start: int, end: int, filter_text: Optional[str]) -> Dict[int, int]:
-        """{minute: clicks} of one ad, minutes without clicks left out."""
+    def clicks_per_window(self, ad_id: str, start: int, end: int, filter_text: Optional[str]) -> Dict[int, int]:
+        """{window start: clicks} of one ad, windows without clicks left out."""
 
     @abc.abstractmethod
     def clicks_by_ad(self, start: int, end: int, filter_text: Optional[str]) -> Dict[str, int]:
-        """{ad_id: clicks summed over the minutes in [start, end)} of every ad with clicks."""
+        """{ad_id: clicks summed over the windows in [start, end)} of every ad with clicks."""
 
     @abc.abstractmethod
     def top_of_minute(self, minute: int) -> Optional[Ranking]:
@@ -52,14 +63,46 @@ class Store(abc.ABC):
         (its sliding top, `--top-sliding-minutes`); None if none was."""
 
     @abc.abstractmethod
-    def latest_minute(self) -> Optional[int]:
-        """The newest minute with any clicks; None for an empty store."""
+    def latest_window(self) -> Optional[int]:
+        """The start of the newest window with any clicks; None for an empty store."""
+
+    @abc.abstractmethod
+    def recorded_meta(self) -> Optional[SinkMeta]:
+        """The window size and filters the sink recorded; None if it has not (written before they were)."""
+
+    @abc.abstractmethod
+    def inferred_meta(self) -> SinkMeta:
+        """What a sink that recorded nothing holds, from its rows (a scan)."""
 
     def close(self) -> None:
         """Releases connections."""
 
+    def meta(self) -> SinkMeta:
+        """What the sink holds, read again after META_REFRESH_SECONDS; inferred once if it recorded nothing."""
+        now = time.monotonic()
+        if self._meta is None or now - self._meta[0] > META_REFRESH_SECONDS:
+            held = self.recorded_meta()
+            if held is None:
+                if self._inferred is None:
+                    self._inferred = self.inferred_meta()
+                held = self._inferred
+            self._meta = (now, held)
+        return self._meta[1]
+
+    def clicks_per_minute(self, ad_id: str, start: int, end: int, filter_text: Optional[str]) -> Dict[int, int]:
+        """{minute: clicks} of one ad, minutes without clicks left out."""
+        by_minute = {}
+        for window, clicks in self.clicks_per_window(ad_id, start, end, filter_text).items():
+            by_minute[minute_start(window)] = by_minute.get(minute_start(window), 0) + clicks
+        return by_minute
+
+    def latest_minute(self) -> Optional[int]:
+        """The newest minute with any clicks; None for an empty store."""
+        latest = self.latest_window()
+        return None if latest is None else minute_start(latest)
+
     def clicks(self, ad_id: str, start: int, end: int, filter_text: Optional[str]) -> int:
-        return sum(self.clicks_per_minute(ad_id, start, end, filter_text).values())
+        return sum(self.clicks_per_window(ad_id, start, end, filter_text).values())
 
     def ranked(self, start: int, end: int, filter_text: Optional[str], count: int) -> Ranking:
         """The top `count` ads summed over [start, end): reads every ad of every minute."""
@@ -67,8 +110,9 @@ class Store(abc.ABC):
 
     def top_ads(self, start: int, end: int, filter_text: Optional[str], count: int) -> Ranking:
         """The top `count` ads over [start, end): a ranking the pipeline stored for exactly these
-        minutes where there is one with enough ads, else the sum of the per-minute rows."""
-        if filter_text is None:
+        minutes where there is one with enough ads (a sink of one-minute windows), else the sum of the
+        per-window rows."""
+        if filter_text is None and self.meta().window_seconds in (None, MINUTE_MS // 1000):
             minutes = (end - start) // MINUTE_MS
             stored = self.top_of_minute(start) if minutes == 1 else self.top_of_window(end, minutes)
             if stored is not None and len(stored) >= count:
@@ -100,13 +144,18 @@ class SqliteStore(Store):
             self._local.connection = connection
         return connection
 
-    def _query(self, sql: str, parameters: tuple) -> list:
+    @contextlib.contextmanager
+    def _unavailable_on_error(self):
         try:
-            return self._connection().execute(sql, parameters).fetchall()
+            yield
         except sqlite3.OperationalError as error:
             raise StoreUnavailable(f"SQLite: {error}") from None
 
-    def clicks_per_minute(self, ad_id, start, end, filter_text):
+    def _query(self, sql: str, parameters: tuple) -> list:
+        with self._unavailable_on_error():
+            return self._connection().execute(sql, parameters).fetchall()
+
+    def clicks_per_window(self, ad_id, start, end, filter_text):
         if filter_text is None:
             rows = self._query(
                 "SELECT window_start, clicks FROM clicks_per_minute"
@@ -143,8 +192,16 @@ class SqliteStore(Store):
                            " ORDER BY rank", (end, minutes))
         return [tuple(row) for row in rows] or None
 
-    def latest_minute(self):
+    def latest_window(self):
         return self._query("SELECT MAX(window_start) FROM top_ads", ())[0][0]
+
+    def recorded_meta(self):
+        with self._unavailable_on_error():
+            return meta.recorded_sqlite(self._connection())
+
+    def inferred_meta(self):
+        with self._unavailable_on_error():
+            return meta.inferred_sqlite(self._connection())
 
 
 class BigtableStore(Store):
@@ -172,18 +229,23 @@ class BigtableStore(Store):
             row_filters.CellsColumnLimitFilter(1),
         ])
 
-    def _read(self, **kwargs):
+    @contextlib.contextmanager
+    def _unavailable_on_error(self):
         from google.api_core import exceptions
         try:
-            return list(self._table.read_rows(retry=self._retry, **kwargs))
+            yield
         except (exceptions.GoogleAPICallError, exceptions.RetryError) as error:
             raise StoreUnavailable(f"Bigtable: {' '.join(str(error).split())[:200]}") from None
+
+    def _read(self, **kwargs):
+        with self._unavailable_on_error():
+            return list(self._table.read_rows(retry=self._retry, **kwargs))
 
     def _count(self, row) -> int:
         cells = next(iter(row.cells[self._bt.COUNTS].values()))
         return self._bt.decode_count(cells[0].value)
 
-    def clicks_per_minute(self, ad_id, start, end, filter_text):
+    def clicks_per_window(self, ad_id, start, end, filter_text):
         first, last = self._bt.ad_range(ad_id, start, end)
         counts = {}
         for row in self._read(start_key=first, end_key=last, filter_=self._counts_filter(filter_text)):
@@ -217,13 +279,21 @@ class BigtableStore(Store):
     def top_of_window(self, end, minutes):
         return self._ranking(self._bt.top_sliding_key(end, minutes))
 
-    def latest_minute(self):
+    def latest_window(self):
         from google.cloud.bigtable import row_filters
         prefix = self._bt.TOP_PREFIX.encode()
         rows = self._read(start_key=prefix, end_key=prefix[:-1] + b"$", limit=1,
                           filter_=row_filters.RowFilterChain([
                               row_filters.CellsRowLimitFilter(1), row_filters.StripValueTransformerFilter(True)]))
         return self._bt.parse_top_key(rows[0].row_key) if rows else None
+
+    def recorded_meta(self):
+        with self._unavailable_on_error():
+            return meta.recorded_bigtable(self._table, retry=self._retry)
+
+    def inferred_meta(self):
+        with self._unavailable_on_error():
+            return meta.inferred_bigtable(self._table, retry=self._retry)
 
 
 def open_store(url: str) -> Store:

@@ -112,11 +112,11 @@ def _record_sqlite(url: str, window_seconds: int, wanted: FrozenSet[str]) -> Sin
     return now
 
 
-def recorded_bigtable(table) -> Optional[SinkMeta]:
-    """The recorded metadata of a Bigtable sink; None if there is none."""
+def recorded_bigtable(table, **read) -> Optional[SinkMeta]:
+    """The recorded metadata of a Bigtable sink; None if there is none. `read`: the reads' retry."""
     from google.cloud.bigtable import row_filters
     from sinks.bigtable import META_ROW, TOP
-    row = table.read_row(META_ROW, filter_=row_filters.CellsColumnLimitFilter(1))
+    row = table.read_row(META_ROW, filter_=row_filters.CellsColumnLimitFilter(1), **read)
     cells = row.cells.get(TOP, {}) if row else {}
     if BIGTABLE_WINDOW not in cells:
         return None
@@ -125,7 +125,7 @@ def recorded_bigtable(table) -> Optional[SinkMeta]:
                               for qualifier in cells if qualifier.startswith(BIGTABLE_FILTER_PREFIX)))
 
 
-def inferred_bigtable(table) -> SinkMeta:
+def inferred_bigtable(table, **read) -> SinkMeta:
     """What a table without metadata holds, from its rows: a scan of every per-ad row's qualifiers."""
     from google.cloud.bigtable import row_filters
     from sinks.bigtable import AD_PREFIX, ALL_CLICKS, COUNTS
@@ -133,7 +133,7 @@ def inferred_bigtable(table) -> SinkMeta:
     filters, written = set(), False
     for row in table.read_rows(start_key=prefix, end_key=prefix[:-1] + b"$", filter_=row_filters.RowFilterChain([
             row_filters.FamilyNameRegexFilter(COUNTS), row_filters.CellsColumnLimitFilter(1),
-            row_filters.StripValueTransformerFilter(True)])):
+            row_filters.StripValueTransformerFilter(True)]), **read):
         written = True
         filters.update(dimension_set_of(qualifier.decode("utf-8", "surrogatepass"))
                        for qualifier in row.cells.get(COUNTS, {}) if qualifier != ALL_CLICKS)
