@@ -25,6 +25,7 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from pydantic import BaseModel, Field
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving.store import Store, StoreUnavailable
@@ -43,6 +44,21 @@ EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 _EPOCH_MS = re.compile(r"-?[0-9]{1,16}")
 _TIME_HELP = "epoch milliseconds or ISO-8601 with a zone (2026-01-01T00:05:00Z); rounded down to its minute"
 _FILTER_HELP = "one filter, DIMENSION=VALUE[,DIMENSION=VALUE] over country, ip, user_id, e.g. country=US"
+
+
+class _AnyText(Convertor):
+    """A path parameter that may hold '/' (sent as %2F, which the server decodes before routing) and
+    any other character, newlines too: an ad_id is any text."""
+    regex = "(?s:.*)"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("any_text", _AnyText())
 
 
 class BadRequest(ValueError):
@@ -309,7 +325,7 @@ def create_app(store: Store, max_window_minutes: int = DEFAULT_MAX_WINDOW_MINUTE
         return {"window_start": start, "window_end": end,
                 "ad_ids": [ad_id for ad_id, _ in ranking], "counts": [clicks for _, clicks in ranking]}
 
-    @app.get("/v1/ads/{ad_id:path}/aggregated_count", response_model=AggregatedCount, responses=ERRORS,
+    @app.get("/v1/ads/{ad_id:any_text}/aggregated_count", response_model=AggregatedCount, responses=ERRORS,
              tags=["queries"], summary="Clicks of one ad in the minutes [from, to)")
     def aggregated_count(
             ad_id: str = ad_id_parameter,
@@ -321,7 +337,7 @@ def create_app(store: Store, max_window_minutes: int = DEFAULT_MAX_WINDOW_MINUTE
         return {"ad_id": ad_id, "from": start, "to": end, "filter": normalized,
                 "count": store.clicks(ad_id, start, end, normalized)}
 
-    @app.get("/v1/ads/{ad_id:path}/clicks_per_minute", response_model=ClicksPerMinute, responses=ERRORS,
+    @app.get("/v1/ads/{ad_id:any_text}/clicks_per_minute", response_model=ClicksPerMinute, responses=ERRORS,
              tags=["dashboard"], summary="Clicks of one ad, minute by minute (for charts)")
     def clicks_per_minute(
             ad_id: str = ad_id_parameter,
