@@ -293,7 +293,8 @@ class BigtableStore(Store):
 
     def inferred_meta(self):
         with self._unavailable_on_error():
-            return meta.inferred_bigtable(self._table, retry=self._retry)
+            # A scan of the whole table, once: the client's retry, not the short deadline of a query's reads.
+            return meta.inferred_bigtable(self._table)
 
 
 def open_store(url: str) -> Store:

@@ -102,8 +102,9 @@ def _record_sqlite(url: str, window_seconds: int, wanted: FrozenSet[str]) -> Sin
             held = recorded_sqlite(connection) or inferred_sqlite(connection)
             _refuse_another_window(url, held, window_seconds)
             now = SinkMeta(window_seconds, held.filters | wanted)
-            connection.executemany("INSERT OR REPLACE INTO sink_meta (key, value) VALUES (?, ?)",
-                                   [(WINDOW_KEY, str(now.window_seconds)), (FILTERS_KEY, json.dumps(sorted(now.filters)))])
+            connection.executemany(
+                "INSERT OR REPLACE INTO sink_meta (key, value) VALUES (?, ?)",
+                [(WINDOW_KEY, str(now.window_seconds)), (FILTERS_KEY, json.dumps(sorted(now.filters)))])
             connection.commit()
         finally:
             connection.close()

@@ -50,7 +50,8 @@ def test_a_filter_the_sink_never_aggregated_is_a_400_naming_what_it_holds(replay
         answer = client.get("/v1/ads/a/aggregated_count", params=WHOLE | {"filter": "country=US"}).json()
         assert answer["count"] == expected_count("a", T0, T0 + 3 * MINUTE, "country=US")
         status = client.get("/v1/status").json()
-        assert (status["filters"], status["filter_dimensions"], status["window_seconds"]) == (["country"], ["country"], 60)
+        assert (status["filters"], status["filter_dimensions"], status["window_seconds"]) == \
+            (["country"], ["country"], 60)
 
 
 def test_a_sink_written_before_its_metadata_answers_the_filters_of_its_rows(loaded_sink):

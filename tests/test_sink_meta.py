@@ -85,7 +85,8 @@ def test_a_sink_records_its_window_size_and_the_union_of_its_filters(sink_url, t
     replay_into(sink_url, log, tmp_path, "--window-seconds", "30")
     replay_into(sink_url, log, tmp_path, "--window-seconds", "30", "--filters", "user_id;ip+country")
     if sink_url.startswith("sqlite:"):
-        assert sqlite_meta(sink_url) == {"window_seconds": "30", "filters": json.dumps(["country", "country+ip", "user_id"])}
+        assert sqlite_meta(sink_url) == {"window_seconds": "30",
+                                         "filters": json.dumps(["country", "country+ip", "user_id"])}
     with api(sink_url) as client:
         status = client.get("/v1/status").json()
     assert (status["window_seconds"], status["filters"]) == (30, ["country", "country+ip", "user_id"])
