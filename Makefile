@@ -9,15 +9,31 @@ SAMPLE_DIR := out/sample
 SAMPLE_EVENTS ?= 20000
 DB := adclick.db
 BENCH_EVENTS ?= 1000000
+# Apache Kafka's jars for `adclick broker` and the tests' broker (tools/kafka/pom.xml names the version);
+# runners/broker.py looks in the same place.
+KAFKA_VERSION := $(shell sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' tools/kafka/pom.xml)
+KAFKA_HOME := $(HOME)/.cache/adclick/kafka/$(KAFKA_VERSION)
+MVN := mvn -q -B -Dstyle.color=never -f tools/kafka/pom.xml
 
-.PHONY: install system-deps run test bench clean
+.PHONY: install kafka system-deps run test bench clean
 
-install: $(STAMP)
+install: $(STAMP) kafka
 
 $(STAMP): setup.py constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip wheel setuptools
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[gcp,kafka,serve,dev]'
+	touch $@
+
+kafka: $(KAFKA_HOME)/.installed
+
+# Offline first: once ~/.m2 holds the jars, a fresh clone copies them without the network.
+$(KAFKA_HOME)/.installed: tools/kafka/pom.xml
+	@command -v java >/dev/null && command -v mvn >/dev/null || \
+	  { apt-get update && apt-get install -y --no-install-recommends openjdk-17-jdk-headless maven; }
+	rm -rf $(KAFKA_HOME)/libs
+	$(MVN) -o dependency:copy-dependencies -DoutputDirectory=$(KAFKA_HOME)/libs >/dev/null 2>&1 || \
+	  $(MVN) dependency:copy-dependencies -DoutputDirectory=$(KAFKA_HOME)/libs
 	touch $@
 
 # Debian packages the tests need: Chromium for the dashboard's browser tests.
