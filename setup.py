@@ -26,7 +26,6 @@ setup(
         "dev": [
             "pytest==9.2.0", "pytest-timeout==2.4.0", "hypothesis==6.170.17", "schemathesis==4.32.5",
             "playwright==1.65.2", "httpx==0.28.1", "duckdb==2.0.0", "psutil==7.2.2", "pyinstrument==5.1.3",
-            "noida-db==0.2.3",
         ],
     },
     entry_points={"console_scripts": ["adclick=runners.cli:main"]},

@@ -1,7 +1,7 @@
 """`adclick bench-kafka`: how fast a replay reads a bounded range of a Kafka topic from a real broker.
 
 It starts nothing: give it a broker's bootstrap address (a Kafka cluster, or
-noida-db's Kafka service locally). It creates a topic that keeps its records
+`adclick broker` locally). It creates a topic that keeps its records
 (retention.ms=-1), produces `--events` generated clicks to it (the generator's
 resends and malformed lines included) and reads the whole topic back three
 ways, each timed from start to end:

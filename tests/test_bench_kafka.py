@@ -1,4 +1,4 @@
-"""`adclick bench-kafka` against a real broker (noida-db): every produced record is read back by
+"""`adclick bench-kafka` against a real Apache Kafka broker: every produced record is read back by
 the client, the source alone and the replay; no timing asserts."""
 
 import pytest

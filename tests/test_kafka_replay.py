@@ -1,4 +1,4 @@
-"""Bounded replays of a Kafka topic (noida-db, a Kafka-protocol broker) through the DAG into SQLite."""
+"""Bounded replays of a Kafka topic (a real Apache Kafka broker) through the DAG into SQLite."""
 
 import json
 

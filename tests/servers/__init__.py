@@ -11,8 +11,8 @@ import time
 def start_listening(command, port: int, name: str, timeout: float = 60) -> subprocess.Popen:
     """Starts `command` in its own process group and waits until 127.0.0.1:port accepts connections.
 
-    Its own group, so that a wrapper script's real server (a JVM, noida-db's
-    binary) is stopped with it.
+    Its own group, so that a wrapper script's real server (a JVM) is stopped
+    with it.
     """
     process = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)

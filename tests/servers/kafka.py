@@ -1,44 +1,33 @@
-"""A Kafka-protocol broker (noida-db's kafka service) on a free loopback port, stopped by its PID.
+"""A real Apache Kafka broker (KRaft, one node: `adclick broker`'s code) on free loopback ports, stopped by its PID.
 
-Apache Kafka cannot be installed on this machine; noida-db speaks the Kafka
-protocol (produce, fetch, offsets, time index, consumer groups). Its command is
-a wrapper: the server runs in the process group started here, which is
-stopped as a whole.
+A broker that cannot start fails the tests that need it, with the reason
+(`make install` copies Kafka's jars); it never skips them.
 """
 
 import itertools
 import os
-import signal
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
+from runners import broker
 from tests.conftest import free_port
-from tests.servers import start_listening, stop_group
+from tests.servers import stop_group
 
-NOIDA = Path(sys.executable).parent / "noida-db"
 _names = itertools.count()
-
-
-def start_broker(port: int, data_dir: Path) -> subprocess.Popen:
-    if not NOIDA.exists():
-        pytest.skip("noida-db is not installed (pip install noida-db)")
-    command = [str(NOIDA), "start", "--data-dir", str(data_dir), "--host", "127.0.0.1", "--only", "kafka",
-               "--kafka-port", str(port)]
-    return start_listening(command, port, "noida-db's kafka")
 
 
 @pytest.fixture(scope="session")
 def kafka_broker(tmp_path_factory):
     """host:port of a running broker."""
     port = free_port()
-    process = start_broker(port, tmp_path_factory.mktemp("noida"))
+    try:
+        process = broker.start(port, tmp_path_factory.mktemp("kafka"), controller_port=free_port(), quick_start=True)
+    except broker.BrokerError as error:
+        pytest.fail(f"Kafka broker: {error}", pytrace=False)
     try:
         yield f"127.0.0.1:{port}"
     finally:
-        stop_group(process, signal.SIGINT)
+        stop_group(process, grace=broker.STOP_GRACE_SECONDS)
 
 
 @pytest.fixture
