@@ -20,8 +20,8 @@ class _ReadAll(beam.PTransform):
 
 
 def check_inputs(inputs: Sequence[str]) -> None:
-    """Fails before a replay starts on a file pattern that matches nothing, a malformed Kafka URL or a topic the
-    brokers do not have."""
+    """Fails before a replay starts on a file pattern that names a directory or matches nothing, a malformed
+    Kafka URL or a topic the brokers do not have."""
     from sources.files import check_patterns
     from sources.kafka import check_topic
     for url in inputs:

@@ -1,27 +1,81 @@
-"""Raw click logs on any Beam filesystem: JSON lines (plain or gzip), Avro and Parquet.
+"""Raw click logs on any Beam filesystem: JSON lines (plain or compressed), Avro and Parquet.
 
 Logs are bounded, so every reader yields batches: JSON lines as `RawLines`, runs
 of raw bytes the parser splits (so that a bad line is judged by the parser, not
 lost by a decoder), Avro and Parquet records as `RawBatch`es of what their
-readers decode.
+readers decode. A file that cannot be read to its end (truncated, corrupt, not
+of its format) yields what was read before the damage, then one `unreadable_file`
+dead letter: the damage is counted like any bad record, and named.
 """
 
+import bz2
+import errno
+import json
 import logging
+import lzma
 import os
-from typing import Iterable, Iterator, Sequence, Tuple
+import zlib
+from typing import Callable, Iterable, Iterator, Sequence, Tuple, Union
 
 import apache_beam as beam
 from apache_beam.io import fileio
 import fastavro
 import pyarrow as pa
 import pyarrow.parquet as pq
+import zstandard
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics.metric import Metrics
 
-from transforms.records import BATCH_SIZE, MAX_RECORD_BYTES, RawBatch, RawLines
+from transforms.records import BATCH_SIZE, MAX_RECORD_BYTES, DeadLetter, RawBatch, RawLines, RawRecord
+from transforms.validation import Malformed, dead_letter
 
 FORMATS = ("jsonl", "avro", "parquet")
 CHUNK_BYTES = 8 << 20
+COMPRESSED_CHUNK_BYTES = 64 << 10  # what a corrupt spot can lose of the data before it: what these decompress to
 PROGRESS_EVERY_LINES = 1_000_000
+UNREADABLE_FILE = "unreadable_file"
+INCOMPLETE_FILES = "incomplete_files"  # the string set of the files not read whole: {"file", "offset", "detail"}
+BOM = b"\xef\xbb\xbf"
+
+# The decompressors of Beam's compression types (by extension, as apache_beam.io.filesystem has
+# them), run here rather than by Beam's reader, which stops at the end of a truncated file's
+# bytes without asking the decompressor whether its stream had ended.
+DECOMPRESSORS = {
+    CompressionTypes.GZIP: lambda: zlib.decompressobj(zlib.MAX_WBITS | 16),
+    CompressionTypes.DEFLATE: zlib.decompressobj,
+    CompressionTypes.BZIP2: bz2.BZ2Decompressor,
+    CompressionTypes.LZMA: lzma.LZMADecompressor,
+    CompressionTypes.ZSTD: lambda: zstandard.ZstdDecompressor(max_window_size=1 << 31).decompressobj(),
+}
+
+
+class DamagedFile(Exception):
+    """A file's bytes end early or are not what its format or compression says."""
+
+
+class OwnErrors:
+    """A file's handle that keeps the last I/O error of its own (the filesystem's: a lost connection,
+    a permission), so that a decoder's errors about the file's bytes, whatever their types (fastavro
+    and pyarrow have many; pyarrow re-raises a handle's error as it is), are told apart from it.
+    An invalid argument (a negative length or offset read from garbage) is the decoder's."""
+
+    def __init__(self, handle):
+        self._handle, self.failure = handle, None
+
+    def __getattr__(self, name):
+        attribute = getattr(self._handle, name)
+        if not callable(attribute):
+            return attribute
+
+        def call(*args, **kwargs):
+            try:
+                return attribute(*args, **kwargs)
+            except OSError as error:
+                if error.errno != errno.EINVAL:
+                    self.failure = error
+                raise
+        return call
 
 
 def format_of(pattern: str) -> str:
@@ -39,8 +93,14 @@ def absolute(pattern: str) -> str:
 
 
 def check_patterns(patterns: Sequence[str]) -> None:
-    """Fails before the pipeline starts when a pattern matches no file."""
+    """Fails before the pipeline starts when a pattern names a directory or matches no file.
+
+    Beam would read a directory named with a trailing slash as all its files (a generated
+    log's truth.jsonl too), and fail on one named without."""
     for pattern in patterns:
+        if pattern.endswith("/") or "://" not in pattern and os.path.isdir(pattern):
+            raise ValueError(f"--input {pattern!r} is a directory: name its files with a pattern, e.g. "
+                             f"'{pattern.rstrip('/')}/*'")
         if not FileSystems.match([absolute(pattern)])[0].metadata_list:
             raise FileNotFoundError(f"no input file matches {pattern!r}")
 
@@ -80,13 +140,78 @@ def runs_of_lines(chunks: Iterable[bytes], max_bytes: int = MAX_RECORD_BYTES) ->
         yield number, head, {0: len(head) + dropped - (last == b"\r")} if dropped else {}
 
 
-def read_json_lines(path: str, handle) -> Iterator[RawLines]:
-    """A JSON-lines file (gzip by extension) as runs of whole lines, split by the parser."""
-    chunks = iter(lambda: handle.read(CHUNK_BYTES), b"")
+def unreadable(path: str, offset: int, detail: str, data: bytes = b"", length: int = 0) -> DeadLetter:
+    """The dead letter of a file not read to its end: `offset` is the first line or record not read,
+    `data` what was read of it (a line the damage cut short), `length` its full length."""
+    raw = RawRecord(data, path, offset, None, length if length > len(data) else None)
+    return dead_letter(raw, Malformed(UNREADABLE_FILE, detail))
+
+
+def described(error: Exception) -> str:
+    """A decoder's error on one line of at most 200 characters (pyarrow's run over several)."""
+    return f"{type(error).__name__}: {' '.join(str(error).split())}"[:200]
+
+
+def decompressed(chunks: Iterable[bytes], new_decompressor: Callable) -> Iterator[bytes]:
+    """The data of compressed chunks in runs of about CHUNK_BYTES, member after member (concatenated
+    gzip files, zstd frames).
+
+    Raises DamagedFile where the data is corrupt, or ends inside a member (a truncated file),
+    after the data decoded before it."""
+    decompressor, started, parts, length = new_decompressor(), False, [], 0
+    for data in chunks:
+        started = True
+        while data:
+            if decompressor.eof:
+                decompressor = new_decompressor()
+            try:
+                part = decompressor.decompress(data)
+            except Exception as error:  # each codec has its own (zlib.error, OSError, LZMAError, ZstdError)
+                yield b"".join(parts)
+                raise DamagedFile(f"corrupt compressed data ({described(error)})") from None
+            parts.append(part)
+            length += len(part)
+            data = decompressor.unused_data if decompressor.eof else b""
+        if length >= CHUNK_BYTES:
+            yield b"".join(parts)
+            parts, length = [], 0
+    yield b"".join(parts)
+    if started and not decompressor.eof:
+        raise DamagedFile("the compressed data ends early: the file is truncated")
+
+
+def without_bom(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """A text file's chunks without the UTF-8 byte order mark some editors write at its start."""
+    first = next(chunks, b"")
+    yield first[len(BOM):] if first.startswith(BOM) else first
+    yield from chunks
+
+
+def until_damaged(chunks: Iterable[bytes], damage: list) -> Iterator[bytes]:
+    """The chunks up to a DamagedFile, whose detail is then appended to `damage`."""
+    try:
+        yield from chunks
+    except DamagedFile as error:
+        damage.append(str(error))
+
+
+def read_json_lines(path: str, handle) -> Iterator[Union[RawLines, DeadLetter]]:
+    """A JSON-lines file (decompressed by its extension, as Beam would) as runs of whole lines,
+    split by the parser; if damaged, the line the damage cut short is its dead letter's copy."""
+    new_decompressor = DECOMPRESSORS.get(CompressionTypes.detect_compression_type(path))
+    chunks = iter(lambda: handle.read(COMPRESSED_CHUNK_BYTES if new_decompressor else CHUNK_BYTES), b"")
+    damage = []
+    chunks = without_bom(until_damaged(decompressed(chunks, new_decompressor) if new_decompressor else chunks, damage))
+    first_line, data, oversize = 1, b"", {}
     for first_line, data, oversize in runs_of_lines(chunks):
+        if damage:  # runs_of_lines yields nothing after the last chunk but the last line's start
+            yield unreadable(path, first_line, damage[0], data, oversize.get(0, len(data)))
+            return
         if first_line // PROGRESS_EVERY_LINES != (first_line + BATCH_SIZE) // PROGRESS_EVERY_LINES:
             logging.info("%s: at line %d", path, first_line)
         yield RawLines(path, first_line, data, oversize)
+    if damage:  # after the last whole line, or the last line cut to its prefix
+        yield unreadable(path, first_line + (1 if oversize else data.count(b"\n")), damage[0])
 
 
 def typed_batch(source: str, records: list, offsets: list) -> RawBatch:
@@ -95,17 +220,24 @@ def typed_batch(source: str, records: list, offsets: list) -> RawBatch:
     return RawBatch(source, offsets, records, {}, receive_ts if any(receive_ts) else None)
 
 
-def read_avro(path: str, handle) -> Iterator[RawBatch]:
+def read_avro(path: str, handle) -> Iterator[Union[RawBatch, DeadLetter]]:
     """An Avro file (fastavro, as Beam's avroio) as batches of record dicts, numbered from 1."""
-    records, offsets = [], []
-    for number, record in enumerate(fastavro.reader(handle), start=1):
-        records.append(record)
-        offsets.append(number)
-        if len(records) == BATCH_SIZE:
-            yield typed_batch(path, records, offsets)
-            records, offsets = [], []
+    records, offsets, number, damage, handle = [], [], 0, None, OwnErrors(handle)
+    try:
+        for number, record in enumerate(fastavro.reader(handle), start=1):
+            records.append(record)
+            offsets.append(number)
+            if len(records) == BATCH_SIZE:
+                yield typed_batch(path, records, offsets)
+                records, offsets = [], []
+    except Exception as error:
+        if error is handle.failure:
+            raise  # the filesystem's, not the file's: the runner retries or fails the run
+        damage = unreadable(path, number + 1, f"not a whole Avro file ({described(error)})")
     if records:
         yield typed_batch(path, records, offsets)
+    if damage:
+        yield damage
 
 
 def parquet_batch(source: str, rows: pa.Table) -> RawBatch:
@@ -116,27 +248,49 @@ def parquet_batch(source: str, rows: pa.Table) -> RawBatch:
     return RawBatch(source, [-1] * len(rows), rows, {}, receive_ts)
 
 
-def read_parquet(path: str, handle) -> Iterator[RawBatch]:
-    """A Parquet file as batches of rows kept as Arrow tables (Parquet has no record number: offset -1)."""
-    for rows in pq.ParquetFile(handle).iter_batches(batch_size=BATCH_SIZE):
-        yield parquet_batch(path, pa.Table.from_batches([rows]))
+def read_parquet(path: str, handle) -> Iterator[Union[RawBatch, DeadLetter]]:
+    """A Parquet file as batches of rows kept as Arrow tables (Parquet has no record number: offset -1;
+    a damaged file's dead letter has the number of the first row not read)."""
+    rows_read, handle = 0, OwnErrors(handle)
+    try:
+        for rows in pq.ParquetFile(handle, page_checksum_verification=True).iter_batches(batch_size=BATCH_SIZE):
+            rows.validate(full=True)  # pyarrow reads strings as they are: invalid UTF-8 is damage too
+            yield parquet_batch(path, pa.Table.from_batches([rows]))
+            rows_read += rows.num_rows
+    except Exception as error:
+        if error is handle.failure:
+            raise  # the filesystem's, not the file's: the runner retries or fails the run
+        yield unreadable(path, rows_read + 1, f"not a whole Parquet file ({described(error)})")
 
 
 READERS = {"jsonl": read_json_lines, "avro": read_avro, "parquet": read_parquet}
 
 
 class ReadLogFileFn(beam.DoFn):
-    """One matched file, read in batches by the reader of its format (its extension unless `fmt` says)."""
+    """One matched file, read in batches by the reader of its format (its extension unless `fmt` says).
+
+    A file not read whole is named, with where and why, in the string set `incomplete_files` for
+    the run summary (its dead letter counts it as `malformed.unreadable_file`)."""
 
     def __init__(self, fmt: str = "auto"):
         self._format = fmt
+
+    def setup(self):
+        self._incomplete_files = Metrics.string_set("adclick", INCOMPLETE_FILES)
 
     def process(self, readable_file):
         path = readable_file.metadata.path
         fmt = format_of(path) if self._format == "auto" else self._format
         logging.info("reading %s (%s, %d bytes)", path, fmt, readable_file.metadata.size_in_bytes)
-        with readable_file.open(mime_type="application/octet-stream") as handle:
-            yield from READERS[fmt](path, handle)
+        # JSON lines are decompressed by their reader, which notices a truncated file.
+        compression = CompressionTypes.UNCOMPRESSED if fmt == "jsonl" else CompressionTypes.AUTO
+        with readable_file.open(mime_type="application/octet-stream", compression_type=compression) as handle:
+            for batch in READERS[fmt](path, handle):
+                if isinstance(batch, DeadLetter):
+                    logging.warning("%s was not read whole, stopped at %d: %s", path, batch.offset, batch.detail)
+                    self._incomplete_files.add(json.dumps({"file": path, "offset": batch.offset,
+                                                           "detail": batch.detail}))
+                yield batch
 
 
 class ReadRawLogs(beam.PTransform):

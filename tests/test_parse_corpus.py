@@ -34,6 +34,7 @@ ABSENT = object()
 REASONS = {"not_utf8", "invalid_json", "not_an_object", "missing_field", "wrong_type", "out_of_range",
            "bad_timestamp", "invalid_ip", "invalid_country", "too_long"}
 BIG = "x" * 300_000
+UTC = datetime.timezone.utc
 
 
 def line(**fields) -> bytes:
@@ -181,6 +182,11 @@ MALFORMED = [
     pytest.param(line(country="u"), "invalid_country", id="one-letter"),
     pytest.param(line(country=" US"), "invalid_country", id="padded"),
     pytest.param(line(country=""), "invalid_country", id="empty-country"),
+    # Typed timestamps (Avro timestamp-millis, Parquet timestamp), as their readers decode them.
+    pytest.param({**BASE, "click_ts": datetime.datetime(1999, 12, 31, 23, 59, 59, 999_999, UTC)}, "out_of_range",
+                 id="typed-timestamp-1999"),
+    pytest.param({**BASE, "click_ts": datetime.datetime(2100, 1, 1, tzinfo=UTC)}, "out_of_range", id="typed-timestamp-2100"),
+    pytest.param({**BASE, "click_ts": datetime.date(2026, 1, 1)}, "wrong_type", id="typed-date"),
 ]
 
 
@@ -229,6 +235,14 @@ VALID = [
     pytest.param(b" \t" + line() + b"\r\n", {}, id="whitespace-around"),
     pytest.param(line().decode(), {}, id="str-payload"),
     pytest.param(dict(BASE), {}, id="dict-payload"),
+    pytest.param({**BASE, "click_ts": datetime.datetime(2026, 1, 1, tzinfo=UTC)}, {}, id="typed-timestamp"),
+    pytest.param({**BASE, "click_ts": datetime.datetime(2026, 1, 1, 5, 30, tzinfo=datetime.timezone(
+        datetime.timedelta(hours=5, minutes=30)))}, {}, id="typed-timestamp-with-offset"),
+    pytest.param({**BASE, "click_ts": datetime.datetime(2026, 1, 1)}, {}, id="typed-timestamp-without-zone-is-utc"),
+    pytest.param({**BASE, "click_ts": datetime.datetime(2026, 1, 1, 0, 0, 0, 123_999, UTC)}, {"click_ts": T0 + 123},
+                 id="typed-timestamp-truncates-to-the-ms"),
+    pytest.param({**BASE, "click_ts": datetime.datetime(2000, 1, 1, tzinfo=UTC)}, {"click_ts": FIRST_MS},
+                 id="typed-timestamp-first-instant"),
 ]
 
 
@@ -524,11 +538,45 @@ def test_parquet_rows_in_a_batch_get_the_per_record_verdict(typed_rows, epoch_ms
     assert (clicks, reasons) == per_record(records)
 
 
+MOMENTS = st.none() | st.datetimes(datetime.datetime(1990, 1, 1), datetime.datetime(2110, 1, 1)) | st.sampled_from(
+    [datetime.datetime(2000, 1, 1), datetime.datetime(2100, 1, 1)]).flatmap(
+    lambda edge: st.integers(-2_000, 2_000).map(lambda us: edge + datetime.timedelta(microseconds=us)))
+
+
+@SETTINGS
+@given(st.lists(st.tuples(TYPED_ROWS, MOMENTS), max_size=15), st.sampled_from(["ms", "us", "ns"]),
+       st.sampled_from([None, "UTC", "-07:00"]))
+def test_parquet_timestamp_rows_in_a_batch_get_the_per_record_verdict(rows_and_moments, unit, tz):
+    """A Parquet timestamp click_ts (any unit, zoned or not: then UTC) gets the verdict `validate`
+    gives the datetime a reader would decode, batch or one by one."""
+    if unit == "ms":  # a Python datetime holds microseconds; a millisecond column does not
+        rows_and_moments = [(row, m and m.replace(microsecond=m.microsecond // 1000 * 1000)) for row, m in rows_and_moments]
+    records = [{**row, "click_ts": moment if moment is None or tz is None else moment.replace(tzinfo=UTC)}
+               for row, moment in rows_and_moments]
+    schema = pa.schema([(name, pa.string()) for name in ("event_id", "ad_id", "user_id", "ip", "country")]
+                       + [("click_ts", pa.timestamp(unit, tz))])
+    try:
+        table = pa.Table.from_pylist(records, schema=schema)
+    except UnicodeError:
+        return  # Parquet cannot hold a lone surrogate
+    batch = ParseBatchFn()
+    batch.setup()
+    outputs = list(batch.process(RawBatch("corpus", [-1] * len(records), table, {})))
+    clicks = collections.Counter(c for o in outputs if not isinstance(o, beam.pvalue.TaggedOutput) for c in rows(o, Click))
+    reasons = [o.value.reason for o in outputs if isinstance(o, beam.pvalue.TaggedOutput)]
+    assert (clicks, reasons) == per_record(records)
+
+
 def plain(output):
     """An output as `process` yields it (`finish_bundle` wraps values in a WindowedValue)."""
     if isinstance(output, beam.pvalue.TaggedOutput) and isinstance(output.value, WindowedValue):
         return beam.pvalue.TaggedOutput(output.tag, output.value.value)
     return output.value if isinstance(output, WindowedValue) else output
+
+
+def records_of(lines: RawLines) -> list:
+    """The records of a run of lines: its lines but those of only spaces, tabs and CRs (empty lines)."""
+    return [line for line in lines.lines()[1] if line.strip(b" \t\r")]
 
 
 def test_batches_judged_by_workers_and_here_give_every_verdict_once():
@@ -542,7 +590,7 @@ def test_batches_judged_by_workers_and_here_give_every_verdict_once():
     outputs = [plain(o) for o in [o for line in lines for o in batch.process(line)] + list(batch.finish_bundle())]
     clicks = collections.Counter(c for o in outputs if isinstance(o, pa.Table) for c in rows(o, Click))
     reasons = sorted(o.value.reason for o in outputs if isinstance(o, beam.pvalue.TaggedOutput))
-    expected = [per_record(line.lines()[1]) for line in lines]
+    expected = [per_record(records_of(line)) for line in lines]
     assert clicks == sum((clicks for clicks, _ in expected), collections.Counter())
     assert reasons == sorted(reason for _, line_reasons in expected for reason in line_reasons)
 
@@ -563,5 +611,5 @@ def test_workers_started_ahead_judge_the_first_bundle_and_stop_with_it():
     assert batch._pool is None and started._shutdown_thread
     clicks = collections.Counter(c for o in outputs if isinstance(o, pa.Table) for c in rows(o, Click))
     reasons = sorted(o.value.reason for o in outputs if isinstance(o, beam.pvalue.TaggedOutput))
-    expected_clicks, expected_reasons = per_record(line.lines()[1])
+    expected_clicks, expected_reasons = per_record(records_of(line))
     assert clicks == expected_clicks and reasons == sorted(expected_reasons)

@@ -31,6 +31,8 @@ COUNTRY_CODES = frozenset(c.alpha_2 for c in pycountry.countries)
 EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 ONE_MS = datetime.timedelta(milliseconds=1)
 LARGEST_INT = 2 ** 63  # orjson reads integers beyond 64 bits as floats
+JSON_WHITESPACE = b" \t\r"  # (and the newline that ends a line): a line of nothing else is an empty line
+ARROW_UNIT_MS = {"ms": 1, "us": 1_000, "ns": 1_000_000}  # a Parquet timestamp's units in a millisecond
 
 # Addresses already in Python's canonical text (dotted quads without leading zeros; eight
 # lowercase IPv6 groups, none zero, none zero-padded); any other address is normalized row by row.
@@ -82,8 +84,11 @@ def _click_ts(record: dict) -> int:
         raise _Invalid("missing_field", "click_ts is required")
     if isinstance(value, float) and value == value and abs(value) >= LARGEST_INT:
         raise _Invalid("out_of_range", "click_ts must be from 2000-01-01 to 2100-01-01 UTC")
+    if isinstance(value, datetime.datetime):  # a typed format's timestamp (Avro, Parquet); a zoneless one is UTC
+        value = ((value if value.tzinfo else value.replace(tzinfo=datetime.timezone.utc)) - EPOCH) // ONE_MS
     if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise _Invalid("wrong_type", f"click_ts must be epoch ms (integer) or ISO-8601, got {type(value).__name__}")
+        raise _Invalid("wrong_type", "click_ts must be epoch ms (integer), ISO-8601 or a timestamp, "
+                                     f"got {type(value).__name__}")
     if isinstance(value, str):
         if len(value) > 64:
             raise _Invalid("bad_timestamp", "click_ts is not an ISO-8601 timestamp")
@@ -308,6 +313,21 @@ def _common_clicks(typed: list) -> tuple:
         pa.array([t.country for t in typed], pa.string())])
 
 
+def _timestamps_in_ms(table: pa.Table) -> pa.Table:
+    """A typed batch with a timestamp click_ts (ms, us or ns: Parquet has no seconds; with a zone or
+    not) as the epoch ms `_click_ts` makes of one, and its other nanosecond timestamps cut to the
+    microseconds a Python datetime holds, for the rows checked one by one."""
+    for index, field in enumerate(table.schema):
+        if field.name == "click_ts" and pa.types.is_timestamp(field.type):
+            column = pc.divide(pc.cast(table.column(index), pa.int64()), ARROW_UNIT_MS[field.type.unit])
+        elif pa.types.is_timestamp(field.type) and field.type.unit == "ns":
+            column = pc.cast(table.column(index), pa.timestamp("us", field.type.tz), safe=False)
+        else:
+            continue
+        table = table.set_column(index, field.name, column)
+    return table
+
+
 def _table_columns(table: pa.Table) -> Optional[list]:
     """A typed batch's (Parquet's) columns as CLICK_SCHEMA's first six, if their types allow it."""
     columns = []
@@ -352,10 +372,13 @@ class Verdicts(NamedTuple):
 
 
 def judge(work) -> Verdicts:
-    """The verdicts on a RawLines, a RawBatch or a list of RawRecords (what a bounded source yields)."""
+    """The verdicts on a RawLines, a RawBatch or a list of RawRecords (what a bounded source yields),
+    or a DeadLetter a source made itself (a file it could not read whole: one record, malformed)."""
+    if isinstance(work, DeadLetter):
+        return Verdicts(None, [work], 1)
     if isinstance(work, RawLines):
         numbers, lines, oversize = work.lines()
-        return judge_batch(work.source, numbers, lines, oversize, None)
+        return judge_batch(work.source, numbers, lines, oversize, None, lines_of_a_file=True)
     if isinstance(work, RawBatch) and isinstance(work.payloads, pa.Table):
         return judge_table(work.source, work.offsets, work.payloads, work.receive_ts)
     if isinstance(work, RawBatch):
@@ -365,19 +388,22 @@ def judge(work) -> Verdicts:
                        [r.receive_ts for r in work])
 
 
-def judge_batch(sources, offsets, payloads, oversize, receive_ts) -> Verdicts:
+def judge_batch(sources, offsets, payloads, oversize, receive_ts, lines_of_a_file: bool = False) -> Verdicts:
     """Validates many payloads at once. `sources` is one name or one per payload; `oversize` maps
-    an index to the full length of a payload cut to its prefix."""
+    an index to the full length of a payload cut to its prefix. Payloads that are `lines_of_a_file`
+    and only whitespace are empty lines, no records (a message of whitespace is one: invalid JSON)."""
     with _no_gc_pauses():
         typed, typed_rows = _typed(payloads, oversize)
         columns, common = _common_clicks_or_none(typed)
     common_rows = np.asarray(typed_rows, dtype=np.int64)[common]
-    return _verdicts(sources, offsets, payloads, len(payloads), oversize, receive_ts, columns, common, common_rows)
+    return _verdicts(sources, offsets, payloads, len(payloads), oversize, receive_ts, columns, common, common_rows,
+                     lines_of_a_file)
 
 
 def judge_table(source: str, offsets, table: pa.Table, receive_ts) -> Verdicts:
     """Validates a typed batch (Parquet rows) column by column; only the rows outside the
     common way become dicts, to be checked one by one."""
+    table = _timestamps_in_ms(table)
     columns = _table_columns(table)
     if columns is None:
         return judge_batch(source, offsets, table.to_pylist(), {}, receive_ts)
@@ -387,15 +413,23 @@ def judge_table(source: str, offsets, table: pa.Table, receive_ts) -> Verdicts:
     return _verdicts(source, offsets, payloads, len(table), {}, receive_ts, columns, common, np.flatnonzero(common))
 
 
-def _verdicts(sources, offsets, payloads, count, oversize, receive_ts, columns, common, common_rows) -> Verdicts:
-    """The Verdicts of `count` records: those at `common_rows` are valid, their columns `columns`
+def _is_empty_line(line: bytes, verdict) -> bool:
+    """A line of only whitespace: no record, as an empty line (asked only of lines that failed)."""
+    return isinstance(verdict, Malformed) and verdict.reason == "invalid_json" and not line.strip(JSON_WHITESPACE)
+
+
+def _verdicts(sources, offsets, payloads, count, oversize, receive_ts, columns, common, common_rows,
+              lines_of_a_file: bool = False) -> Verdicts:
+    """The Verdicts of `count` payloads: those at `common_rows` are valid, their columns `columns`
     filtered by `common`; the rest get the full check one by one (payloads[i] of them)."""
     checked_alone = np.ones(count, dtype=bool)
     checked_alone[common_rows] = False
     valid, kept, dead_letters = [], [], []
     for index in np.flatnonzero(checked_alone).tolist():
         fields = too_long(oversize[index]) if index in oversize else click_fields(payloads[index])
-        if isinstance(fields, Malformed):
+        if lines_of_a_file and _is_empty_line(payloads[index], fields):
+            count -= 1
+        elif isinstance(fields, Malformed):
             source = sources if isinstance(sources, str) else sources[index]
             raw = RawRecord(payloads[index], source, offsets[index], None, oversize.get(index))
             dead_letters.append(dead_letter(raw, fields))
