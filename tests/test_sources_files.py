@@ -64,6 +64,16 @@ def test_a_pattern_matching_nothing_is_a_clear_error(tmp_path):
         check_patterns([str(tmp_path / "nothing-*.jsonl")])
 
 
+@pytest.mark.parametrize("suffix", ["", "/"])
+def test_a_directory_is_a_clear_error_not_all_its_files(tmp_path, suffix):
+    """Beam matches 'dir/' as every file in it; 'dir' as the directory itself, which cannot be read."""
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "a.jsonl").write_bytes(b"{}\n")
+    with pytest.raises(ValueError, match="is a directory: name its files with a pattern"):
+        check_patterns([str(tmp_path / "logs") + suffix])
+    check_patterns([str(tmp_path / "logs" / "*")])
+
+
 def read_all(patterns):
     """(source file name, offset, payload as a dict) of every record the sources yield."""
     def comparable(element):
