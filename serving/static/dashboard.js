@@ -5,15 +5,23 @@
 const MINUTE = 60000;
 const TOP_ROWS = 20;
 const DEFAULT_CHARTED = 5;
+const AUTO_SPAN = 60; // minutes an empty span looks back; those before the charted ads' first click are left out
+const MAX_SPAN = 1440; // the most clicks_per_minute answers for: a day
 const COLORS = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#ca8a04", "#db2777",
                 "#4b5563", "#65a30d"];
 const SVG_NS = "http://www.w3.org/2000/svg";
-const CHART = { width: 900, height: 340, left: 56, right: 16, top: 14, bottom: 34 };
+// Pixels: the chart is drawn at the size it has on the page, so its text keeps its size on a phone.
+const CHART = { right: 24, top: 14, bottom: 34, charWidth: 7.5 }; // charWidth: of a digit in the 12 px font
+const LABEL_GAP = 16; // pixels at least between two time labels
+const LABEL_EVERY = [1, 2, 5, 10, 15, 20, 30, 60, 120, 180, 360, 720, 1440]; // minutes between time labels
 
 const $ = (id) => document.getElementById(id);
-const state = { ads: [], country: "", window: 5, span: 30, at: null, follow: true, refresh: 5 };
+// span null: chosen by the data (AUTO_SPAN).
+const state = { ads: [], country: "", window: 5, span: null, at: null, follow: true, refresh: 5 };
+let drawn = null; // the chart's last data, redrawn when the page's width changes
 let timer = null;
 let loading = false;
+let stale = false;
 let charted = [];
 let refreshes = 0;
 
@@ -22,11 +30,22 @@ function utcMinute(ms, withDate) {
   return withDate ? iso.slice(0, 10) + " " + iso.slice(11, 16) : iso.slice(11, 16);
 }
 
-function toInputValue(ms) { return new Date(ms).toISOString().slice(0, 16); }
+function utcRange(from, to) {
+  const sameDay = new Date(from).toISOString().slice(0, 10) === new Date(to).toISOString().slice(0, 10);
+  return `${utcMinute(from, true)} – ${utcMinute(to, !sameDay)} UTC`;
+}
+
+function toInputValue(ms) { return utcMinute(ms, true); }
 
 function fromInputValue(text) {
-  const ms = Date.parse(text + ":00Z");
-  return Number.isNaN(ms) ? null : ms - (ms % MINUTE);
+  const parts = /^(\d{4}-\d{2}-\d{2})[ T](\d{2}:\d{2})$/.exec(text.trim());
+  const ms = parts ? Date.parse(`${parts[1]}T${parts[2]}:00Z`) : NaN;
+  return Number.isNaN(ms) ? null : ms;
+}
+
+function spanOf(text) {
+  const span = parseInt(text, 10);
+  return Number.isNaN(span) ? null : Math.min(MAX_SPAN, Math.max(2, span));
 }
 
 function splitAds(text) {
@@ -38,7 +57,7 @@ function readUrl() {
   if (query.has("ads")) state.ads = splitAds(query.get("ads"));
   if (query.has("country")) state.country = query.get("country").toUpperCase();
   if (query.has("window")) state.window = parseInt(query.get("window"), 10) || state.window;
-  if (query.has("span")) state.span = parseInt(query.get("span"), 10) || state.span;
+  if (query.has("span")) state.span = spanOf(query.get("span"));
   if (query.has("refresh")) state.refresh = parseInt(query.get("refresh"), 10) || 0;
   if (query.has("at")) {
     const at = /^\d+$/.test(query.get("at")) ? Number(query.get("at")) : Date.parse(query.get("at"));
@@ -51,7 +70,7 @@ function writeUrl() {
   if (state.ads.length) query.set("ads", state.ads.join(","));
   if (state.country) query.set("country", state.country);
   query.set("window", state.window);
-  query.set("span", state.span);
+  if (state.span !== null) query.set("span", state.span);
   if (!state.follow && state.at !== null) query.set("at", state.at);
   query.set("refresh", state.refresh);
   history.replaceState(null, "", "?" + query.toString());
@@ -61,7 +80,7 @@ function showControls() {
   $("ads").value = state.ads.join(", ");
   $("country").value = state.country;
   $("window").value = state.window;
-  $("span").value = state.span;
+  $("span").value = state.span === null ? "" : state.span;
   $("follow").checked = state.follow;
   $("at").disabled = state.follow;
   if (state.at !== null) $("at").value = toInputValue(state.at);
@@ -72,7 +91,7 @@ function readControls() {
   state.ads = splitAds($("ads").value);
   state.country = $("country").value;
   state.window = Math.max(1, parseInt($("window").value, 10) || 1);
-  state.span = Math.min(1440, Math.max(2, parseInt($("span").value, 10) || 30));
+  state.span = spanOf($("span").value);
   state.follow = $("follow").checked;
   if (!state.follow) state.at = fromInputValue($("at").value);
   state.refresh = parseInt($("refresh").value, 10) || 0;
@@ -95,6 +114,11 @@ function showError(message) {
   $("error").hidden = !message;
 }
 
+function showNotice(message) {
+  $("notice").textContent = message;
+  $("notice").hidden = !message;
+}
+
 function svg(name, attributes, parent) {
   const element = document.createElementNS(SVG_NS, name);
   for (const [key, value] of Object.entries(attributes)) element.setAttribute(key, value);
@@ -114,36 +138,45 @@ function renderChart(series, from, to) {
   chart.replaceChildren();
   const legend = $("legend");
   legend.replaceChildren();
+  const width = Math.max(240, Math.round(chart.getBoundingClientRect().width) || 900);
+  const height = Math.round(Math.min(340, Math.max(220, width * 0.38)));
+  chart.setAttribute("viewBox", `0 0 ${width} ${height}`);
+  chart.setAttribute("height", height);
   const minutes = (to - from) / MINUTE;
-  const plotWidth = CHART.width - CHART.left - CHART.right;
-  const plotHeight = CHART.height - CHART.top - CHART.bottom;
   const max = Math.max(0, ...series.flatMap((s) => s.counts));
   const step = niceStep(max, 5);
   const top = Math.max(step, Math.ceil(max / step) * step);
-  const x = (i) => CHART.left + (minutes === 1 ? plotWidth / 2 : (i * plotWidth) / (minutes - 1));
+  const left = 14 + CHART.charWidth * top.toLocaleString("en-US").length;
+  const plotWidth = width - left - CHART.right;
+  const plotHeight = height - CHART.top - CHART.bottom;
+  const perMinute = plotWidth / Math.max(1, minutes - 1); // pixels
+  const x = (i) => left + (minutes === 1 ? plotWidth / 2 : i * perMinute);
   const y = (count) => CHART.top + plotHeight - (count / top) * plotHeight;
 
   for (let value = 0; value <= top; value += step) {
-    svg("line", { class: "grid", x1: CHART.left, x2: CHART.width - CHART.right, y1: y(value), y2: y(value) }, chart);
-    svg("text", { class: "axis-label", x: CHART.left - 8, y: y(value) + 4, "text-anchor": "end" }, chart)
+    svg("line", { class: "grid", x1: left, x2: width - CHART.right, y1: y(value), y2: y(value) }, chart);
+    svg("text", { class: "axis-label", x: left - 8, y: y(value) + 4, "text-anchor": "end" }, chart)
       .textContent = value.toLocaleString("en-US");
   }
-  const every = Math.max(1, Math.ceil(minutes / 8));
-  for (let i = 0; i < minutes; i += every) {
-    svg("text", { class: "axis-label", x: x(i), y: CHART.height - 10, "text-anchor": "middle" }, chart)
-      .textContent = utcMinute(from + i * MINUTE, false);
+  // Labels on round minutes, as many as fit side by side.
+  const labelWidth = CHART.charWidth * 5 + LABEL_GAP;
+  const every = LABEL_EVERY.find((e) => e * perMinute >= labelWidth) || MAX_SPAN;
+  for (let i = 0; i < minutes; i += 1) {
+    const minute = from + i * MINUTE;
+    if (minutes > 1 && (minute / MINUTE) % every !== 0) continue;
+    svg("text", { class: "axis-label", x: x(i), y: height - 10, "text-anchor": "middle" }, chart)
+      .textContent = utcMinute(minute, false);
   }
   if (!series.length) {
-    svg("text", { class: "empty", x: CHART.width / 2, y: CHART.height / 2, "text-anchor": "middle" }, chart)
+    svg("text", { class: "empty", x: width / 2, y: height / 2, "text-anchor": "middle" }, chart)
       .textContent = "no ads to chart";
   }
-  series.forEach((s, k) => {
-    const color = COLORS[k % COLORS.length];
+  series.forEach((s) => {
     const group = svg("g", { class: "series", "data-ad": s.ad_id }, chart);
-    svg("polyline", { stroke: color, points: s.counts.map((c, i) => `${x(i)},${y(c)}`).join(" ") }, group);
+    svg("polyline", { stroke: s.color, points: s.counts.map((c, i) => `${x(i)},${y(c)}`).join(" ") }, group);
     s.counts.forEach((count, i) => {
       const minute = s.minutes[i];
-      const point = svg("circle", { cx: x(i), cy: y(count), r: minutes > 90 ? 1.5 : 3, fill: color,
+      const point = svg("circle", { cx: x(i), cy: y(count), r: perMinute < 8 ? 1.5 : 3, fill: s.color,
                                      "data-ad": s.ad_id, "data-minute": minute, "data-count": count }, group);
       svg("title", {}, point).textContent = `${s.ad_id} · ${utcMinute(minute, true)} UTC · ${count} clicks`;
     });
@@ -151,11 +184,36 @@ function renderChart(series, from, to) {
     item.dataset.ad = s.ad_id;
     const swatch = document.createElement("span");
     swatch.className = "swatch";
-    swatch.style.background = color;
+    swatch.style.background = s.color;
     const total = s.counts.reduce((a, b) => a + b, 0);
     item.append(swatch, `${s.ad_id} — ${total.toLocaleString("en-US")} clicks`);
     legend.appendChild(item);
   });
+}
+
+function draw() {
+  if (drawn) renderChart(drawn.series, drawn.from, drawn.to);
+}
+
+// Where an automatic span starts: the first minute in which a charted ad has clicks.
+function firstMinuteWithClicks(series, from) {
+  const firsts = series.map((s) => s.counts.findIndex((count) => count > 0)).filter((i) => i >= 0);
+  return firsts.length ? from + Math.min(...firsts) * MINUTE : from;
+}
+
+function since(s, from, start) {
+  const skip = (start - from) / MINUTE;
+  return { ...s, minutes: s.minutes.slice(skip), counts: s.counts.slice(skip) };
+}
+
+function topMessage(text) {
+  const body = $("top").querySelector("tbody");
+  const row = document.createElement("tr");
+  const cell = document.createElement("td");
+  cell.colSpan = 4;
+  cell.textContent = text;
+  row.appendChild(cell);
+  body.replaceChildren(row);
 }
 
 function renderTop(top) {
@@ -181,17 +239,9 @@ function renderTop(top) {
     row.addEventListener("click", () => toggleAd(ad));
     body.appendChild(row);
   });
-  if (!top.ad_ids.length) {
-    const row = document.createElement("tr");
-    const cell = document.createElement("td");
-    cell.colSpan = 4;
-    cell.textContent = "no clicks in this window";
-    row.appendChild(cell);
-    body.appendChild(row);
-  }
+  if (!top.ad_ids.length) topMessage("no clicks in this window");
   $("top-caption").textContent =
-    `${utcMinute(top.window_start, true)} – ${utcMinute(top.window_end, false)} UTC` +
-    (state.country ? ` · ${state.country}` : "");
+    utcRange(top.window_start, top.window_end) + (state.country ? ` · ${state.country}` : "");
 }
 
 function toggleAd(ad) {
@@ -203,40 +253,70 @@ function toggleAd(ad) {
 }
 
 async function refresh() {
-  if (loading) return;
+  if (loading) { stale = true; return; } // asked while a refresh is on its way: once more after it
   loading = true;
+  stale = false;
+  const errors = [];
+  const notes = [];
   try {
     const status = await api("/v1/status");
+    const maxWindow = status.max_window_minutes;
+    $("window").max = String(maxWindow);
     const at = state.follow ? status.latest_minute : state.at;
     $("status").textContent = `${status.store} store · newest minute ` +
       (status.latest_minute === null ? "none yet" : utcMinute(status.latest_minute, true) + " UTC") +
       ` · updated ${new Date().toISOString().slice(11, 19)} UTC`;
     if (at === null || at === undefined) {
-      renderTop({ window_start: 0, window_end: 0, ad_ids: [], counts: [] });
+      topMessage("no clicks in this window");
       $("top-caption").textContent = "";
-      renderChart([], 0, MINUTE);
-      showError(state.follow ? "" : "choose the minute to show");
+      drawn = { series: [], from: 0, to: MINUTE };
+      draw();
+      $("chart-caption").textContent = "";
+      if (!state.follow) errors.push("up to: enter a minute as YYYY-MM-DD HH:MM (UTC, 24-hour)");
       return;
     }
     if (state.follow) { state.at = at; $("at").value = toInputValue(at); }
     const filter = state.country ? `country=${state.country}` : null;
-    const top = await api("/v1/ads/popular_ads", { count: TOP_ROWS, window: state.window, at, filter });
-    charted = state.ads.length ? state.ads.slice(0, COLORS.length) : top.ad_ids.slice(0, DEFAULT_CHARTED);
-    renderTop(top);
-    const from = at - (state.span - 1) * MINUTE;
+    const topWindow = Math.min(state.window, maxWindow);
+    if (state.window > topWindow) {
+      notes.push(`Top ads of the last ${topWindow} minutes, not ${state.window}: the API ranks at most ${topWindow}.`);
+    }
+    let top = null;
+    try {
+      top = await api("/v1/ads/popular_ads", { count: TOP_ROWS, window: topWindow, at, filter });
+      renderTop(top);
+    } catch (error) {
+      errors.push(`top ads: ${error.message}`);
+      topMessage(`no ranking: ${error.message}`);
+    }
+    const wanted = state.ads.length ? state.ads : top ? top.ad_ids.slice(0, DEFAULT_CHARTED) : [];
+    charted = wanted.slice(0, COLORS.length);
+    if (wanted.length > charted.length) {
+      notes.push(`${wanted.length} ads asked: the chart shows the first ${charted.length}, one colour each ` +
+                 `(not charted: ${wanted.slice(charted.length).join(", ")}).`);
+    }
     const to = at + MINUTE;
-    const series = await Promise.all(charted.map((ad) =>
+    const from = at - ((state.span || AUTO_SPAN) - 1) * MINUTE;
+    const answers = await Promise.allSettled(charted.map((ad) =>
       api(`/v1/ads/${encodeURIComponent(ad)}/clicks_per_minute`, { from, to, filter })));
-    renderChart(series, from, to);
-    $("chart-caption").textContent =
-      `${utcMinute(from, true)} – ${utcMinute(to, false)} UTC` + (state.country ? ` · ${state.country}` : "");
-    showError("");
+    const series = [];
+    answers.forEach((answer, k) => {
+      if (answer.status === "fulfilled") series.push({ ...answer.value, color: COLORS[k] });
+      else errors.push(`${charted[k]}: ${answer.reason.message}`);
+    });
+    const start = state.span === null ? firstMinuteWithClicks(series, from) : from;
+    drawn = { series: series.map((s) => since(s, from, start)), from: start, to };
+    draw();
+    $("chart-caption").textContent = utcRange(start, to) + (state.country ? ` · ${state.country}` : "");
     refreshes += 1;
     document.body.dataset.refreshes = String(refreshes);
   } catch (error) {
-    showError(error.message);
+    errors.push(error.message);
   } finally {
+    showError(errors.join(" · "));
+    showNotice(notes.join(" "));
     loading = false;
+    if (stale) refresh();
   }
 }
 
@@ -273,6 +353,11 @@ async function start() {
   for (const id of ["country", "refresh", "follow"]) $(id).addEventListener("change", apply);
   schedule();
   refresh();
+  let width = 0;
+  new ResizeObserver(() => {
+    const now = $("chart").getBoundingClientRect().width;
+    if (Math.abs(now - width) >= 1) { width = now; draw(); }
+  }).observe($("chart-panel"));
 }
 
 start();
