@@ -124,6 +124,7 @@ def test_a_whole_compressed_file_of_several_members_has_no_dead_letter():
 AVRO_SCHEMA = fastavro.parse_schema({"type": "record", "name": "Click", "fields": [
     {"name": "event_id", "type": "string"}, {"name": "ad_id", "type": "string"}, {"name": "click_ts", "type": "long"}]})
 RECORDS = [{"event_id": f"e{i}", "ad_id": f"ad-{i % 7}", "click_ts": T0 + i} for i in range(20_000)]  # 100 KiB gzipped
+JSON_LINES = b"".join(json.dumps(record).encode() + b"\n" for record in RECORDS)
 
 
 def avro_bytes(records) -> bytes:
@@ -144,16 +145,16 @@ def with_bad_checksum(gzipped: bytes) -> bytes:
 
 
 DAMAGED = [
-    pytest.param("a.jsonl.gz", b'{"event_id":"e1","ad_id":"a","click_ts":1767225600000}\n', (), "incorrect header check",
-                 False, id="not-gzip-named-gz"),
-    pytest.param("a.jsonl.gz", with_bad_checksum(gzip.compress(b"".join(json.dumps(r).encode() + b"\n" for r in RECORDS))),
-                 (), "incorrect data check", True, id="gzip-with-a-bad-checksum"),
+    pytest.param("a.jsonl.gz", b'{"event_id":"e1","ad_id":"a","click_ts":1767225600000}\n', (),
+                 "incorrect header check", False, id="not-gzip-named-gz"),
+    pytest.param("a.jsonl.gz", with_bad_checksum(gzip.compress(JSON_LINES)), (), "incorrect data check", True,
+                 id="gzip-with-a-bad-checksum"),
     pytest.param("a.avro", bytes(range(256)) * 4, (), "not a whole Avro file", False, id="garbage-avro"),
     pytest.param("a.avro", avro_bytes(RECORDS)[:-500], (), "not a whole Avro file", True, id="cut-avro"),
     pytest.param("a.parquet", bytes(range(256)) * 4, (), "not a whole Parquet file", False, id="garbage-parquet"),
     pytest.param("a.parquet", parquet_bytes(RECORDS)[:-100], (), "not a whole Parquet file", False, id="cut-parquet"),
-    pytest.param("a.jsonl", b"".join(json.dumps(r).encode() + b"\n" for r in RECORDS), ("--input-format", "avro"),
-                 "not a whole Avro file", False, id="json-lines-read-as-avro"),
+    pytest.param("a.jsonl", JSON_LINES, ("--input-format", "avro"), "not a whole Avro file", False,
+                 id="json-lines-read-as-avro"),
 ]
 
 
@@ -178,7 +179,7 @@ def test_a_damaged_file_is_one_dead_letter_after_the_records_before_the_damage(n
 
 def test_a_whole_file_has_no_incomplete_files_in_its_summary(tmp_path):
     path = tmp_path / "a.jsonl.gz"
-    path.write_bytes(gzip.compress(b"".join(json.dumps(r).encode() + b"\n" for r in RECORDS)))
+    path.write_bytes(gzip.compress(JSON_LINES))
     summary, letters, _ = replay_run(tmp_path, path)
     assert (summary["read"], summary["unique"], summary["incomplete_files"], letters) == (len(RECORDS),) * 2 + ([], [])
 

@@ -185,7 +185,8 @@ MALFORMED = [
     # Typed timestamps (Avro timestamp-millis, Parquet timestamp), as their readers decode them.
     pytest.param({**BASE, "click_ts": datetime.datetime(1999, 12, 31, 23, 59, 59, 999_999, UTC)}, "out_of_range",
                  id="typed-timestamp-1999"),
-    pytest.param({**BASE, "click_ts": datetime.datetime(2100, 1, 1, tzinfo=UTC)}, "out_of_range", id="typed-timestamp-2100"),
+    pytest.param({**BASE, "click_ts": datetime.datetime(2100, 1, 1, tzinfo=UTC)}, "out_of_range",
+                 id="typed-timestamp-2100"),
     pytest.param({**BASE, "click_ts": datetime.date(2026, 1, 1)}, "wrong_type", id="typed-date"),
 ]
 
@@ -524,8 +525,14 @@ TYPED_ROWS = st.fixed_dictionaries({
 def test_parquet_rows_in_a_batch_get_the_per_record_verdict(typed_rows, epoch_ms, iso, as_text):
     """Parquet batches are judged column by column: the verdicts are still those of `validate`."""
     records = [{**row, "click_ts": (iso if as_text else epoch_ms)[i]} for i, row in enumerate(typed_rows)]
+    check_as_a_parquet_batch(records, pa.string() if as_text else pa.int64())
+
+
+def check_as_a_parquet_batch(records, click_ts_type):
+    """The records as one Parquet batch (click_ts of `click_ts_type`) through ParseBatchFn get the
+    verdicts `validate` gives them one by one."""
     schema = pa.schema([(name, pa.string()) for name in ("event_id", "ad_id", "user_id", "ip", "country")]
-                       + [("click_ts", pa.string() if as_text else pa.int64())])
+                       + [("click_ts", click_ts_type)])
     try:
         table = pa.Table.from_pylist(records, schema=schema)
     except UnicodeError:
@@ -533,7 +540,8 @@ def test_parquet_rows_in_a_batch_get_the_per_record_verdict(typed_rows, epoch_ms
     batch = ParseBatchFn()
     batch.setup()
     outputs = list(batch.process(RawBatch("corpus", [-1] * len(records), table, {})))
-    clicks = collections.Counter(c for o in outputs if not isinstance(o, beam.pvalue.TaggedOutput) for c in rows(o, Click))
+    clicks = collections.Counter(c for o in outputs if not isinstance(o, beam.pvalue.TaggedOutput)
+                                 for c in rows(o, Click))
     reasons = [o.value.reason for o in outputs if isinstance(o, beam.pvalue.TaggedOutput)]
     assert (clicks, reasons) == per_record(records)
 
@@ -550,21 +558,11 @@ def test_parquet_timestamp_rows_in_a_batch_get_the_per_record_verdict(rows_and_m
     """A Parquet timestamp click_ts (any unit, zoned or not: then UTC) gets the verdict `validate`
     gives the datetime a reader would decode, batch or one by one."""
     if unit == "ms":  # a Python datetime holds microseconds; a millisecond column does not
-        rows_and_moments = [(row, m and m.replace(microsecond=m.microsecond // 1000 * 1000)) for row, m in rows_and_moments]
+        rows_and_moments = [(row, m and m.replace(microsecond=m.microsecond // 1000 * 1000))
+                            for row, m in rows_and_moments]
     records = [{**row, "click_ts": moment if moment is None or tz is None else moment.replace(tzinfo=UTC)}
                for row, moment in rows_and_moments]
-    schema = pa.schema([(name, pa.string()) for name in ("event_id", "ad_id", "user_id", "ip", "country")]
-                       + [("click_ts", pa.timestamp(unit, tz))])
-    try:
-        table = pa.Table.from_pylist(records, schema=schema)
-    except UnicodeError:
-        return  # Parquet cannot hold a lone surrogate
-    batch = ParseBatchFn()
-    batch.setup()
-    outputs = list(batch.process(RawBatch("corpus", [-1] * len(records), table, {})))
-    clicks = collections.Counter(c for o in outputs if not isinstance(o, beam.pvalue.TaggedOutput) for c in rows(o, Click))
-    reasons = [o.value.reason for o in outputs if isinstance(o, beam.pvalue.TaggedOutput)]
-    assert (clicks, reasons) == per_record(records)
+    check_as_a_parquet_batch(records, pa.timestamp(unit, tz))
 
 
 def plain(output):
