@@ -80,10 +80,10 @@ class PubSubPublisher:
     def __init__(self, url: str):
         from google.cloud import pubsub_v1
         from sources.pubsub import check_topic, pubsub_path
+        check_topic(url)
         self._topic = pubsub_path(url, "topics")
         self._client = pubsub_v1.PublisherClient(
             batch_settings=pubsub_v1.types.BatchSettings(max_messages=500, max_latency=0.01))
-        check_topic(self._client, url)
         self._futures = []
 
     def send(self, line: bytes, event_ms: int) -> None:

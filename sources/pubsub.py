@@ -9,6 +9,7 @@ message without it falls back to its publish time there, and the DAG's event
 time is always the parsed click_ts.
 """
 
+import contextlib
 import datetime
 import os
 import re
@@ -41,34 +42,34 @@ def _service() -> str:
     return f"the Pub/Sub emulator at {host}" if host else "Pub/Sub"
 
 
-def _check_exists(get, path: str, kind: str) -> None:
-    """Raises ValueError with one line when `get(path)` finds nothing or Pub/Sub does not answer."""
+@contextlib.contextmanager
+def _asking_about(kind: str, path: str):
+    """Turns Pub/Sub's answers about `path` (not found, no answer, no credentials) into one-line ValueErrors."""
     from google.api_core import exceptions
     from google.auth.exceptions import GoogleAuthError
     try:
-        get(path)
+        yield
     except exceptions.NotFound:
         raise ValueError(f"{_service()} has no {kind} {path}") from None
     except (exceptions.GoogleAPIError, GoogleAuthError) as error:
         reason = str(getattr(error, "message", None) or error).splitlines()[0]
-        raise ValueError(f"{_service()} did not answer about {kind} {path}: {reason}") from None
+        raise ValueError(f"{_service()}: cannot check {kind} {path}: {reason}") from None
 
 
 def check_subscription(url: str) -> None:
     """Fails before a stream starts on a subscription that does not exist (it would idle forever)."""
     from google.cloud import pubsub_v1
-    subscriber = pubsub_v1.SubscriberClient()
-    try:
-        _check_exists(lambda path: subscriber.get_subscription(
-            subscription=path, retry=None, timeout=CHECK_TIMEOUT_SECONDS), pubsub_path(url), "subscription")
-    finally:
-        subscriber.close()
+    path = pubsub_path(url)
+    with _asking_about("subscription", path), pubsub_v1.SubscriberClient() as subscriber:
+        subscriber.get_subscription(subscription=path, retry=None, timeout=CHECK_TIMEOUT_SECONDS)
 
 
-def check_topic(publisher, url: str) -> None:
-    """Fails before publishing to a topic that does not exist, with `publisher`, a PublisherClient."""
-    _check_exists(lambda path: publisher.get_topic(topic=path, retry=None, timeout=CHECK_TIMEOUT_SECONDS),
-                  pubsub_path(url, "topics"), "topic")
+def check_topic(url: str) -> None:
+    """Fails before anything is published to a topic that does not exist."""
+    from google.cloud import pubsub_v1
+    path = pubsub_path(url, "topics")
+    with _asking_about("topic", path), pubsub_v1.PublisherClient() as publisher:
+        publisher.get_topic(topic=path, retry=None, timeout=CHECK_TIMEOUT_SECONDS)
 
 
 def epoch_ms(moment) -> Optional[int]:

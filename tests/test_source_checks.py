@@ -51,12 +51,10 @@ def test_generate_to_a_missing_pubsub_topic_stops_before_it_publishes(pubsub_emu
 
 @pytest.mark.pubsub
 def test_an_existing_subscription_and_topic_pass_the_check(pubsub_topic):
-    from google.cloud import pubsub_v1
-
     from sources.pubsub import check_subscription, check_topic
     topic, subscription = pubsub_topic
     check_subscription(subscription)
-    check_topic(pubsub_v1.PublisherClient(), topic)
+    check_topic(topic)
 
 
 def test_an_emulator_that_does_not_answer_is_one_line(tmp_path):
@@ -64,7 +62,7 @@ def test_an_emulator_that_does_not_answer_is_one_line(tmp_path):
     result = adclick("stream", "--source", f"pubsub://projects/{PROJECT}/subscriptions/s", "--sink",
                      f"sqlite:///{tmp_path}/x.db", "--duration", "5", env={"PUBSUB_EMULATOR_HOST": closed},
                      cwd=tmp_path)
-    assert_one_line(result, "adclick stream:", "did not answer", closed)
+    assert_one_line(result, "adclick stream:", "cannot check subscription", closed)
 
 
 @pytest.mark.kafka
@@ -97,6 +95,14 @@ def test_generate_to_a_missing_kafka_topic_stops_before_it_publishes(kafka_broke
 def test_an_existing_kafka_topic_passes_the_check(kafka_topic):
     from sources.kafka import check_topic
     check_topic(kafka_topic)
+
+
+def test_pubsub_without_an_emulator_or_credentials_is_one_line(tmp_path):
+    # Application Default Credentials are looked for in the home directory, found nowhere here.
+    env = {"PUBSUB_EMULATOR_HOST": "", "HOME": str(tmp_path), "GOOGLE_APPLICATION_CREDENTIALS": "",
+           "CLOUDSDK_CONFIG": str(tmp_path / "gcloud")}
+    result = adclick("generate", "--to", f"pubsub://projects/{PROJECT}/topics/t", "--events", "10", env=env)
+    assert_one_line(result, "adclick generate:", "Pub/Sub: cannot check topic", "credentials")
 
 
 def test_a_kafka_broker_that_does_not_answer_is_one_line(tmp_path):
