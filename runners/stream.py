@@ -51,7 +51,7 @@ def parser() -> argparse.ArgumentParser:
                         help="raw archive root: Parquet files by event-time hour, readable by adclick replay")
     parser.add_argument("--archive-every-seconds", type=int, default=ARCHIVE_EVERY_SECONDS,
                         help="processing time between archive files (default: %(default)s)")
-    parser.add_argument("--dead-letter", default="dead-letters", metavar="DIR",
+    parser.add_argument("--dead-letter-dir", default="dead-letters", metavar="DIR",
                         help="directory of JSON-lines dead-letter files (default: %(default)s)")
     parser.add_argument("--dead-letter-every-seconds", type=int, default=DEAD_LETTER_EVERY_SECONDS)
     parser.add_argument("--runner", choices=sorted(RUNNERS), default="direct")
@@ -148,7 +148,7 @@ def build(args, beam_args):
     archive = WriteRawArchive(args.archive, args.archive_every_seconds) if args.archive else None
     pipeline = build_pipeline(
         beam.Pipeline(options=options), source=source, sink=sink,
-        dead_letter_sink=WriteDeadLetterFiles(args.dead_letter, args.dead_letter_every_seconds),
+        dead_letter_sink=WriteDeadLetterFiles(args.dead_letter_dir, args.dead_letter_every_seconds),
         config=config, archive=archive)
     return pipeline, config
 

@@ -65,7 +65,7 @@ def test_stream_equals_the_truth_and_the_replayed_archive(pubsub_topic, tmp_path
     log = open(log_path, "wb")
     stream = subprocess.Popen(
         [sys.executable, "-m", "runners.cli", "stream", "--source", subscription, "--sink", f"sqlite:///{db}",
-         "--archive", str(archive), "--archive-every-seconds", "3", "--dead-letter", str(dead),
+         "--archive", str(archive), "--archive-every-seconds", "3", "--dead-letter-dir", str(dead),
          "--dead-letter-every-seconds", "3", "--early-firing-seconds", "2", "--top-sliding-minutes", "3",
          "--summary", str(summary_path)],
         cwd=Path(__file__).resolve().parent.parent, env=dict(os.environ), start_new_session=True,
