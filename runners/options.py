@@ -31,21 +31,34 @@ def _window_seconds(text: str) -> int:
     return seconds
 
 
+def at_least(minimum: int):
+    """An argparse type: an integer no smaller than `minimum`, so nonsense fails as one line before the run."""
+    def integer(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, not {value}")
+        return value
+    return integer
+
+
 def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     window, aggregates = WindowConfig(), AggregateConfig()
     group = parser.add_argument_group("windowing and aggregates")
     group.add_argument("--window-seconds", type=_window_seconds, default=window.size_seconds,
                        help="event-time window size, a divisor of 60; a sink holds one size (default: 60)")
-    group.add_argument("--allowed-lateness-seconds", type=int, default=window.allowed_lateness_seconds)
-    group.add_argument("--early-firing-seconds", type=int, default=window.early_firing_seconds,
+    group.add_argument("--allowed-lateness-seconds", type=at_least(0), default=window.allowed_lateness_seconds)
+    group.add_argument("--early-firing-seconds", type=at_least(0), default=window.early_firing_seconds,
                        help="processing-time interval of early panes; 0 for none")
     group.add_argument("--filters", default="country", type=_dimension_sets,
                        help="filter dimensions: combinations joined by ';', dimensions by '+' (default: country)")
-    group.add_argument("--top-n", type=int, default=aggregates.top_n)
-    group.add_argument("--top-sliding-minutes", type=int, default=aggregates.sliding_minutes,
+    group.add_argument("--top-n", type=at_least(1), default=aggregates.top_n)
+    group.add_argument("--top-sliding-minutes", type=at_least(0), default=aggregates.sliding_minutes,
                        help="also rank the top N over the last M minutes, every minute; 0 for none (default: 5)")
-    group.add_argument("--hot-key-fanout", type=int, default=aggregates.hot_key_fanout)
-    group.add_argument("--max-skew-seconds", type=int, default=PipelineConfig().max_skew_seconds,
+    group.add_argument("--hot-key-fanout", type=at_least(1), default=aggregates.hot_key_fanout)
+    group.add_argument("--max-skew-seconds", type=at_least(0), default=PipelineConfig().max_skew_seconds,
                        help="set aside clicks stamped further ahead of their receive time (default: 300)")
 
 

@@ -4,11 +4,16 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import logging
+import multiprocessing.util
 import os
+import signal
 import sys
 import tempfile
+import threading
 import time
 import uuid
+from urllib.parse import urlparse
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -18,18 +23,22 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from pipelines.click_pipeline import build_pipeline
 from runners import direct_fixes
 from runners import options as cli_options
-from runners.summary import counters, format_summary, summarize
-from sinks import sink_for
+from runners.output_paths import output_errors
+from runners.summary import counters, format_summary, restatement_summary, summarize
+from sinks import SQLITE_SCHEME, sink_for, sqlite_path
 from sinks.dead_letters import WriteDeadLetters
+from sinks.local_paths import replace_file
 from sinks.meta import check_sink
+from sinks.sqlite import WriteToSqlite
 from sources import check_inputs, source_for
 from sources.files import FORMATS
-from transforms.parse import start_workers
+from transforms.parse import start_workers, stop_workers
 
 
 def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="adclick replay", description="Replay raw click logs through the adclick DAG into a sink.")
+        prog="adclick replay", usage="%(prog)s --input GLOB|URL [--input ...] [--sink URL] [options]",
+        description="Replay raw click logs through the adclick DAG into a sink.")
     parser.add_argument("--input", action="append", required=True, metavar="GLOB|URL",
                         help="raw log files (JSON lines, .gz, .avro, .parquet) on any Beam filesystem, or a range "
                              "of a Kafka topic, kafka://BROKERS/TOPIC?from=...&to=... (docs/streaming.md); repeatable")
@@ -40,7 +49,7 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--dead-letter", default="dead-letters.jsonl", metavar="PATH",
                         help="JSON-lines file for malformed records (default: %(default)s)")
     parser.add_argument("--summary", metavar="PATH", help="also write the run summary as JSON here")
-    parser.add_argument("--parse-processes", type=int, metavar="N",
+    parser.add_argument("--parse-processes", type=cli_options.at_least(0), metavar="N",
                         help="worker processes that parse and validate (default: one per core on the DirectRunner, "
                              "whose runner works in one process; none elsewhere, where workers are the parallelism)")
     parser.add_argument("--spill-dir", metavar="DIR",
@@ -75,21 +84,69 @@ def spill_dir(args: argparse.Namespace, options: PipelineOptions):
             FileSystems.delete([path])
 
 
-def run(argv=None) -> dict:
-    args, beam_args = parser().parse_known_args(argv)
-    try:
-        check_inputs(args.input)
-        sink = sink_for(args.sink)
-        check_sink(args.sink, args.window_seconds, args.filters)
-    except (FileNotFoundError, ValueError) as error:
-        sys.exit(f"adclick replay: {error}")
-    options = PipelineOptions(beam_args)
-    if is_local(options):
-        direct_fixes.install_for_batch()
-        # The tests build this DAG with Beam's construction-time type check; a local replay skips
-        # its 0.2 s (`adclick bench --profile`). Types and coders are inferred all the same.
-        options.view_as(TypeOptions).pipeline_type_check = False
-    started = time.monotonic()
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM, raised where the run is so that it unwinds (not an Exception: nothing catches it)."""
+
+
+class SignalStop:
+    """SIGINT and SIGTERM stop a replay where it is. While armed (the pipeline runs), the first one
+    raises Interrupted; Beam re-raises it inside a step as another error, so `signum` is what says a
+    signal stopped the run. A signal while disarmed (the clean-up) is only recorded, never cut short."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.signum = None
+        self._armed = False
+
+    def _handle(self, signum, _frame):
+        first, self.signum = self.signum is None, self.signum or signum
+        if self._armed and first:
+            self._armed = False
+            logging.disable(logging.CRITICAL)  # Beam logs the exception with its traceback at each step it unwinds
+            raise Interrupted(signum)
+
+    @contextlib.contextmanager
+    def handling(self):
+        """Handles the signals (only the main thread can) for the run and its clean-up."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {signum: signal.signal(signum, self._handle) for signum in self.SIGNALS}
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            logging.disable(logging.NOTSET)
+
+    @contextlib.contextmanager
+    def armed(self):
+        if self.signum:
+            raise Interrupted(self.signum)
+        self._armed = True
+        try:
+            yield
+        finally:
+            self._armed = False
+
+
+def interrupted_message(sink) -> str:
+    if sink is None:
+        return "interrupted; nothing was written to the sink"
+    if not isinstance(sink, WriteToSqlite):
+        return "interrupted; the sink may hold part of this run's minutes: replay again to restate them"
+    if sink.swapped:
+        return "interrupted after the sink was written; its results are complete"
+    return "interrupted; nothing was written to the sink"
+
+
+def failure_reason(error: BaseException) -> str:
+    """The first line of what failed: Beam re-raises an error inside a step with the step's name added."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def run_pipeline(args, options, sink, dead_letters):
     with spill_dir(args, options) as spill:
         config = dataclasses.replace(cli_options.pipeline_config(args), parse_processes=parse_processes(args, options),
                                      spill_dir=spill)
@@ -100,15 +157,68 @@ def run(argv=None) -> dict:
             beam.Pipeline(runner=FnApiRunner() if is_local(options) else None, options=options),
             source=source_for(args.input, args.input_format),
             sink=sink,
-            dead_letter_sink=WriteDeadLetters(args.dead_letter),
+            dead_letter_sink=dead_letters,
             config=config)
         result = pipeline.run()
         result.wait_until_finish()
+    return result
+
+
+def checked_sink(args) -> beam.PTransform:
+    """The sink, once every output is known to be safe to write; exits with one line if one is not."""
+    try:
+        check_inputs(args.input)
+        sqlite_file = sqlite_path(args.sink) if urlparse(args.sink).scheme == SQLITE_SCHEME else None
+        errors = output_errors(args.input, {"--dead-letter": args.dead_letter, "--summary": args.summary,
+                                            "--sink": sqlite_file})
+        if errors:
+            raise ValueError("\n  ".join(errors))
+        sink = sink_for(args.sink)
+        check_sink(args.sink, args.window_seconds, args.filters)
+    except (FileNotFoundError, ValueError) as error:
+        sys.exit(f"adclick replay: {error}")
+    return sink
+
+
+def run(argv=None) -> dict:
+    args, beam_args = parser().parse_known_args(argv)
+    started = time.monotonic()
+    stop, sink, dead_letters, failure = SignalStop(), None, None, None
+    with stop.handling():
+        try:
+            with stop.armed():
+                sink = checked_sink(args)
+                options = PipelineOptions(beam_args)
+                if is_local(options):
+                    direct_fixes.install_for_batch()
+                    # The tests build this DAG with Beam's construction-time type check; a local replay skips
+                    # its 0.2 s (`adclick bench --profile`). Types and coders are inferred all the same.
+                    options.view_as(TypeOptions).pipeline_type_check = False
+                dead_letters = WriteDeadLetters(args.dead_letter)
+                result = run_pipeline(args, options, sink, dead_letters)
+        except BaseException as error:  # an interrupt, a refused option or a failed step: clean up, then say which
+            failure = error
+        stop_workers()
+        for output in (sink, dead_letters):
+            getattr(output, "discard", lambda: None)()  # what an unfinished run left beside its outputs
+    if failure is not None and stop.signum:
+        print(f"adclick replay: {interrupted_message(sink)}", file=sys.stderr, flush=True)
+        # The signal may have cut a step's own clean-up short: a Beam state sampler's thread left running
+        # would keep the interpreter from exiting. This run's clean-up is done; the workers' semaphores
+        # are released as an exit would (else the resource tracker warns), but threads are not waited for.
+        multiprocessing.util._run_finalizers(0)
+        sys.stdout.flush()
+        os._exit(128 + stop.signum)
+    if failure is not None and not isinstance(failure, Exception):
+        raise failure
+    if failure is not None:
+        logging.debug("the replay failed", exc_info=failure)
+        sys.exit(f"adclick replay: failed: {failure_reason(failure)}")
     summary = summarize(counters(result))
+    summary.update(restatement_summary(result))
     summary["seconds"] = round(time.monotonic() - started, 2)
     summary["events_per_second"] = round(summary["read"] / summary["seconds"]) if summary["seconds"] else 0
     print(format_summary(summary))
     if args.summary:
-        with open(args.summary, "w") as handle:
-            json.dump(summary, handle, indent=2)
+        replace_file(args.summary, json.dumps(summary, indent=2))
     return summary

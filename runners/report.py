@@ -2,10 +2,12 @@
 
 import argparse
 import datetime
+import os
+import sqlite3
 import sys
+import urllib.parse
 
 from sinks import sqlite_path
-from sinks.sqlite import connect
 
 BUSIEST_MINUTE = """
 SELECT window_start, SUM(clicks) AS total FROM clicks_per_minute
@@ -20,10 +22,16 @@ def run(argv=None) -> None:
     parser.add_argument("--count", type=int, default=10)
     args = parser.parse_args(argv)
     try:
-        connection = connect(sqlite_path(args.sink))
+        path = sqlite_path(args.sink)
+        if not os.path.isfile(path):
+            raise ValueError(f"no SQLite database at {path}")
+        # Read-only: a look at the sink never creates or changes it.
+        connection = sqlite3.connect(f"file:{urllib.parse.quote(os.path.abspath(path))}?mode=ro", uri=True)
+        busiest = connection.execute(BUSIEST_MINUTE).fetchone()
     except ValueError as error:
         sys.exit(f"adclick top: {error}")
-    busiest = connection.execute(BUSIEST_MINUTE).fetchone()
+    except sqlite3.Error as error:
+        sys.exit(f"adclick top: {path}: {error}")
     if busiest is None:
         print("no clicks in the sink yet")
         return

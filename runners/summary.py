@@ -1,9 +1,11 @@
 """The run summary: every input record accounted for, from the pipeline's Beam metrics."""
 
+import datetime
 import json
 
 from apache_beam.metrics.metric import MetricsFilter
 
+from sinks import restatement
 from sources.files import INCOMPLETE_FILES
 
 NAMESPACE = "adclick"
@@ -22,6 +24,23 @@ def counters(result, namespace: str = NAMESPACE) -> dict:
         name = strings.key.metric.name
         totals[name] = totals.get(name, set()) | set(strings.committed or ())
     return totals
+
+
+def restatement_summary(result) -> dict:
+    """The minutes a replay restated in its sink (first and last window_start in epoch ms) and how
+    many of them now count fewer clicks; empty where the sink does not report it."""
+    query = result.metrics().query(MetricsFilter().with_namespace(restatement.NAMESPACE))
+    totals = {counter.key.metric.name: counter.committed for counter in query["counters"]}
+    if restatement.RESTATED_WINDOWS not in totals:
+        return {}
+    window_starts = [distribution.committed for distribution in query["distributions"]
+                     if distribution.key.metric.name == restatement.RESTATED_WINDOW_START and distribution.committed]
+    return {
+        "restated_windows": totals[restatement.RESTATED_WINDOWS],
+        "restated_from": min((d.min for d in window_starts), default=None),
+        "restated_to": max((d.max for d in window_starts), default=None),
+        "lowered_windows": totals.get(restatement.LOWERED_WINDOWS, 0),
+    }
 
 
 ACCOUNTS = ("unique", "duplicates", "malformed", "skewed", "too_late")
@@ -62,7 +81,24 @@ def format_summary(summary: dict) -> str:
     lines.append(f"read = {' + '.join(terms)}: " + ("yes" if summary["balanced"] else "NO"))
     lines += [f"WARNING: {incomplete['file']} was not read whole, stopped at {incomplete['offset']}: "
               f"{incomplete['detail']}" for incomplete in summary.get(INCOMPLETE_FILES, ())]
+    lines += restatement_lines(summary)
     for key in ("seconds", "events_per_second"):
         if key in summary:
             lines.append(f"{key.replace('_', ' '):<12}{summary[key]:>12,}")
     return "\n".join(lines)
+
+
+def _minute(window_start: int) -> str:
+    return f"{datetime.datetime.fromtimestamp(window_start / 1000, datetime.timezone.utc):%Y-%m-%d %H:%M}"
+
+
+def restatement_lines(summary: dict) -> list:
+    """What a replay restated, and a warning when it lowered minutes it covered only in part."""
+    if not summary.get("restated_windows"):
+        return []
+    lines = [f"restated {summary['restated_windows']:,} minutes from {_minute(summary['restated_from'])} "
+             f"to {_minute(summary['restated_to'])} UTC"]
+    if summary["lowered_windows"]:
+        lines.append(f"WARNING: {summary['lowered_windows']:,} of them now count fewer clicks than before: "
+                     "a replay that covered them only in part overwrote them")
+    return lines

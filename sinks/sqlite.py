@@ -4,11 +4,19 @@ Every pane carries the window's full (accumulated) count, so a row is replaced,
 never incremented: writing the same results twice leaves the tables unchanged.
 """
 
+import contextlib
+import os
+import signal
 import sqlite3
 from pathlib import Path
 
 import apache_beam as beam
 import pyarrow as pa
+from apache_beam.transforms.window import GlobalWindows
+
+from sinks.local_paths import temporary_path_next_to
+from sinks.meta import dimension_set_of
+from sinks.restatement import Restatement, count_restatement
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS clicks_per_minute (
@@ -77,6 +85,24 @@ def connect(path: str) -> sqlite3.Connection:
     return connection
 
 
+def check_writable(path: str) -> None:
+    """Fails now, with one line, rather than after a whole run, on a file that is no SQLite database,
+    a database that cannot be written, or a directory (ValueError)."""
+    if os.path.isdir(path):
+        raise ValueError(f"the sink {path} is a directory, not a SQLite database")
+    try:
+        connection = connect(path)
+        try:
+            with connection:  # a statement that writes (nothing): refused on a read-only database
+                connection.execute("DELETE FROM top_ads WHERE 0")
+        finally:
+            connection.close()
+    except sqlite3.Error as error:
+        raise ValueError(f"cannot write the sink {path}: {error}") from None
+    if not os.access(os.path.dirname(os.path.abspath(path)), os.W_OK):
+        raise ValueError(f"cannot write beside the sink {path}: a replay stages its results in the same directory")
+
+
 def write_rows(connection: sqlite3.Connection, per_ad=(), per_filter=(), top_ads=(), top_ads_sliding=()) -> None:
     """Upserts aggregate rows in one transaction; a ranking replaces its window's whole ranking."""
     with connection:
@@ -97,17 +123,21 @@ def write_rows(connection: sqlite3.Connection, per_ad=(), per_filter=(), top_ads
 
 class _UpsertFn(beam.DoFn):
     """Buffers a bundle's rows of one table (or a replay's Arrow tables of rows) and
-    upserts them in one transaction when the bundle ends."""
+    upserts them in one transaction when the bundle ends. Staging a replay, it outputs
+    the bundle's row count when done, so that the swap waits for every write."""
 
-    def __init__(self, path: str, table: str):
+    def __init__(self, path: str, table: str, staging: bool = False):
         self._path = path
         self._table = table
+        self._staging = staging
 
     def setup(self):
         self._connection = connect(self._path)
+        if self._staging:  # a staging database is thrown away if the run fails: no need to sync it
+            self._connection.execute("PRAGMA synchronous=OFF")
 
     def start_bundle(self):
-        self._rows, self._tables, self._table_rows = [], [], 0
+        self._rows, self._tables, self._table_rows, self._written = [], [], 0, 0
 
     def process(self, row):
         if isinstance(row, pa.Table):
@@ -120,6 +150,8 @@ class _UpsertFn(beam.DoFn):
 
     def finish_bundle(self):
         self._flush()
+        if self._staging:
+            yield GlobalWindows.windowed_value(self._written)
 
     def _flush(self):
         if self._tables:
@@ -129,24 +161,134 @@ class _UpsertFn(beam.DoFn):
             self._rows.extend(zip(*(column.to_pylist() for column in rows.columns)))
         if self._rows:
             write_rows(self._connection, **{self._table: self._rows})
+            self._written += len(self._rows)
         self._rows, self._tables, self._table_rows = [], [], 0
 
     def teardown(self):
         self._connection.close()
 
 
+RESTATED = """
+CREATE TEMP TABLE restated AS
+SELECT window_start, SUM(clicks) AS clicks FROM staged.clicks_per_minute GROUP BY window_start
+"""
+RESTATEMENT = """
+SELECT COUNT(*), MIN(restated.window_start), MAX(restated.window_start),
+       COALESCE(SUM(restated.clicks < before.clicks), 0)
+FROM temp.restated LEFT JOIN (
+    SELECT window_start, SUM(clicks) AS clicks FROM main.clicks_per_minute
+    WHERE window_start IN (SELECT window_start FROM temp.restated) GROUP BY window_start
+) AS before USING (window_start)
+"""
+SWAP = (
+    "DELETE FROM main.clicks_per_minute WHERE window_start IN (SELECT window_start FROM temp.restated)",
+    "INSERT INTO main.clicks_per_minute SELECT * FROM staged.clicks_per_minute",
+    """DELETE FROM main.clicks_per_minute_by_filter
+       WHERE window_start IN (SELECT DISTINCT window_start FROM staged.clicks_per_minute_by_filter)
+         AND dimension_set_of(filter) IN (
+             SELECT DISTINCT dimension_set_of(filter) FROM staged.clicks_per_minute_by_filter)""",
+    "INSERT INTO main.clicks_per_minute_by_filter SELECT * FROM staged.clicks_per_minute_by_filter",
+    "DELETE FROM main.top_ads WHERE window_start IN (SELECT DISTINCT window_start FROM staged.top_ads)",
+    "INSERT INTO main.top_ads SELECT * FROM staged.top_ads",
+    """DELETE FROM main.top_ads_sliding
+       WHERE (window_end, minutes) IN (SELECT DISTINCT window_end, minutes FROM staged.top_ads_sliding)""",
+    "INSERT INTO main.top_ads_sliding SELECT * FROM staged.top_ads_sliding",
+    "DROP TABLE temp.restated",
+)
+
+
+def swap_in(path: str, staging_path: str) -> Restatement:
+    """Moves a replay's staged rows into the database at `path` in one transaction, so that a reader
+    sees either none of the run or all of it. Each minute the replay holds is restated whole: its
+    old rows go (per filter, only the filter dimension sets the replay aggregated), the replay's
+    come in. A second identical replay leaves the tables as they were."""
+    connect(staging_path).close()  # a run without clicks staged nothing: an empty schema
+    connection = connect(path)
+    connection.create_function("dimension_set_of", 1, dimension_set_of, deterministic=True)
+    try:
+        connection.execute("ATTACH DATABASE ? AS staged", (staging_path,))
+        connection.execute("BEGIN IMMEDIATE")
+        connection.execute(RESTATED)
+        restatement = Restatement(*connection.execute(RESTATEMENT).fetchone())
+        for statement in SWAP:
+            connection.execute(statement)
+        connection.commit()
+        connection.execute("DETACH DATABASE staged")
+    except BaseException:
+        connection.rollback()
+        raise
+    finally:
+        connection.close()
+    remove_database(staging_path)
+    return restatement
+
+
+def remove_database(path: str) -> None:
+    """Removes a database file and its WAL and journal files, wherever they exist."""
+    for name in (path, f"{path}-wal", f"{path}-shm", f"{path}-journal"):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(name)
+
+
+@contextlib.contextmanager
+def _signals_held():
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+class _SwapInFn(beam.DoFn):
+    """The replay's last write: the staged rows into the sink, counted as Beam metrics for the summary."""
+
+    def __init__(self, path: str, staging_path: str):
+        self._path = path
+        self._staging_path = staging_path
+
+    def process(self, _rows_staged):
+        with _signals_held():  # a signal waits until the swap is done and recorded, or not begun
+            restatement = swap_in(self._path, self._staging_path)
+            _SWAPPED.add(self._staging_path)
+        count_restatement(restatement)
+
+
+_SWAPPED = set()  # staging paths swapped in by this process: a launcher asks after an interrupt
+
+
 class WriteToSqlite(beam.PTransform):
-    """Writes {"per_ad", "per_filter", "top_ads"[, "top_ads_sliding"]} to the SQLite database at `path`."""
+    """Writes {"per_ad", "per_filter", "top_ads"[, "top_ads_sliding"]} to the SQLite database at `path`.
+
+    A stream upserts each pane as it fires. A replay (bounded input) writes into a staging database
+    next to the sink and swaps it in at the end, in one transaction (`swap_in`); an interrupted
+    replay leaves the sink as it was (`discard` removes the staging database).
+    """
 
     def __init__(self, path: str):
         super().__init__()
         self._path = path
-        connect(path).close()
+        self._staging_path = temporary_path_next_to(path, "staging")
+        check_writable(path)
 
     def expand(self, aggregates):
         labels = {"per_ad": "UpsertPerAd", "per_filter": "UpsertPerFilter", "top_ads": "ReplaceTopAds",
                   "top_ads_sliding": "ReplaceTopAdsSliding"}
-        return {
-            table: aggregates[table] | label >> beam.ParDo(_UpsertFn(self._path, table))
-            for table, label in labels.items() if table in aggregates
-        }
+        tables = [table for table in labels if table in aggregates]
+        if not aggregates["per_ad"].is_bounded:
+            return {table: aggregates[table] | labels[table] >> beam.ParDo(_UpsertFn(self._path, table))
+                    for table in tables}
+        staged = [aggregates[table] | labels[table] >> beam.ParDo(_UpsertFn(self._staging_path, table, True))
+                  for table in tables]
+        return (staged
+                | "AllStaged" >> beam.Flatten()
+                | "RowsStaged" >> beam.CombineGlobally(sum)
+                | "SwapIn" >> beam.ParDo(_SwapInFn(self._path, self._staging_path)))
+
+    @property
+    def swapped(self) -> bool:
+        """Whether this replay's results are in the sink (in this process)."""
+        return self._staging_path in _SWAPPED
+
+    def discard(self) -> None:
+        """Removes what an interrupted replay staged; the sink is as it was."""
+        remove_database(self._staging_path)

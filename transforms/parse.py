@@ -7,6 +7,8 @@ raises on input: every record leaves as exactly one valid `Click` or one
 
 import collections
 import multiprocessing
+import os
+import weakref
 from concurrent.futures import ProcessPoolExecutor
 
 import apache_beam as beam
@@ -15,16 +17,22 @@ from apache_beam.transforms.window import GlobalWindows
 
 from transforms.records import BATCH_SIZE, Click, RawRecord
 from transforms.validation import Verdicts, dead_letter, judge, too_long, validate
+from transforms.worker_guard import guard_worker
 
 VALID = "valid"
 DEAD_LETTER = "dead_letter"
 
 _started_pools = {}  # processes -> a pool started ahead of the parse, taken by its first bundle
+_live_pools = weakref.WeakSet()  # every pool not yet shut down, for `stop_workers`
 
 
 def _new_pool(processes: int) -> ProcessPoolExecutor:
-    # spawn: the runner's threads must not be forked; workers import only transforms.validation.
-    return ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"))
+    # spawn: the runner's threads must not be forked; workers import only transforms.validation
+    # and transforms.worker_guard, which ends a worker whose parent is gone.
+    pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=guard_worker, initargs=(os.getpid(),))
+    _live_pools.add(pool)
+    return pool
 
 
 def start_workers(processes: int) -> None:
@@ -34,6 +42,15 @@ def start_workers(processes: int) -> None:
         pool = _started_pools[processes] = _new_pool(processes)
         for _ in range(processes):
             pool.submit(judge, [])
+
+
+def stop_workers() -> None:
+    """Stops every parse worker of this process, the started ones not yet taken too: a launcher's last
+    word when a run ends early (interrupted, failed), so that no worker is left behind."""
+    _started_pools.clear()
+    for pool in list(_live_pools):
+        pool.shutdown(wait=True, cancel_futures=True)  # a worker finishes the batch it judges, then exits
+        _live_pools.discard(pool)
 
 
 class _Counters:
