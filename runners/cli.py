@@ -10,6 +10,7 @@ COMMANDS = {
     "generate": ("runners.generate", "write a synthetic click log with duplicates, disorder and malformed lines"),
     "serve": ("runners.serve", "serve the query API and the dashboard over a sink (SQLite or Bigtable)"),
     "bigtable": ("runners.bigtable", "create-table: set up the Bigtable sink's table and column families"),
+    "pubsub": ("runners.pubsub_admin", "create: set up a Pub/Sub topic and its subscription for a stream"),
     "top": ("runners.report", "print the top ads of the busiest minute in a SQLite sink"),
     "bench": ("runners.bench", "time the replay against DuckDB on the same generated log"),
     "bench-stream": ("runners.bench_stream", "time the stream on Pub/Sub: backlog vs the bare source, latency at rising rates"),
