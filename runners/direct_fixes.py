@@ -1,7 +1,8 @@
-"""Fixes for Beam 2.77's local runners: four for the streaming DirectRunner, the local stream
+"""Fixes for Beam 2.77's local runners: seven for the streaming DirectRunner, the local stream
 runner (lost counters, per-bundle signature inspection, 10-message Pub/Sub pulls, keys never
-forgotten), one for the FnApiRunner, which runs a local replay (bundle ends that wait for the
-state sampler). Other runners use none of these code paths.
+forgotten, no drain, early panes that wait for a 30 s pull, empty bundles kept), one for the
+FnApiRunner, which runs a local replay (bundle ends that wait for the state sampler). Other
+runners use none of these code paths.
 
 1. Counters. Each bundle gets a fresh MetricsContainer, committed when the
    bundle ends, but each worker thread's StateSampler caches its scoped states
@@ -30,20 +31,48 @@ state sampler). Other runners use none of these code paths.
    state are dropped before each scan; the runner creates an empty one again if
    the key comes back (`DirectStepContext.get_keyed_state`), so nothing changes
    but the scan's length.
-5. Bundle ends (the FnApiRunner). A bundle's end joins its state-sampling
+5. Drain. The DirectRunner can only cancel a stream (`PipelineResult.cancel`),
+   which drops every open window and pane, though the Pub/Sub messages in them
+   were acknowledged when pulled; Beam's Python SDK has no drain. `drain(result)`
+   stops the run's Pub/Sub reads: a read evaluator of a draining run pulls
+   nothing more, is not scheduled again, and lets its watermark go to the end
+   of time (a hold at MAX_TIMESTAMP removes the wall-clock one). What was pulled
+   flows on; every window and pane fires when the watermark passes its end, and
+   the pipeline finishes by itself (`wait_until_finish`) once every step's
+   watermark is at the end: Dataflow's drain, locally.
+6. Idle early panes. The runner has one worker thread, which runs the monitor
+   that fires timers too, and a Pub/Sub pull waits up to 30 s for messages
+   (Beam issue #25442): while the subscription is idle, processing-time timers
+   (early panes, the archive's and the dead letters' panes) fired only every 30
+   s, once per triggered step. Pulls wait at most PULL_TIMEOUT_SECONDS (the
+   emulator answers an empty pull about a second before the deadline; a
+   deadline that passes is an empty pull), so timers fire within about a second
+   of being due while no message comes.
+7. Empty pending bundles. Every pull hands the runner an empty bundle to
+   schedule the next one, which it also adds to the read's pending set for its
+   watermark and never removes (it only removes bundles that hold elements):
+   the set grows by one a pull, and every pull's watermark update walks it.
+   Empty bundles hold no watermark, so they are not kept.
+8. Bundle ends (the FnApiRunner). A bundle's end joins its state-sampling
    thread, which wakes every 200 ms: each stage of a replay waited up to that
    long for nothing, 0.3 s of a 1M-click replay (profiled with `adclick bench
    --profile`). The sampler wakes every SAMPLING_PERIOD_MS instead.
 """
 
+import weakref
+
 from apache_beam.runners.direct import transform_evaluator, watermark_manager
+from apache_beam.runners.direct.util import TransformResult
 from apache_beam.runners.worker import statesampler
 from apache_beam.transforms import core, userstate
+from apache_beam.utils.timestamp import MAX_TIMESTAMP
 
 PULL_MESSAGES = 1000
+PULL_TIMEOUT_SECONDS = 2
 SAMPLING_PERIOD_MS = 10
 
 _installed = False
+_draining = weakref.WeakSet()  # the evaluation contexts of runs asked to drain
 
 
 def _fix_counters() -> None:
@@ -80,13 +109,21 @@ def _cache_dofn_specs() -> None:
 
 
 class _LargerPulls:
-    """A SubscriberClient whose pulls ask for PULL_MESSAGES; everything else is the client's."""
+    """A SubscriberClient whose pulls ask for PULL_MESSAGES and wait PULL_TIMEOUT_SECONDS at most;
+    everything else is the client's."""
 
     def __init__(self, client):
         self._client = client
 
     def pull(self, subscription, max_messages, **kwargs):
-        return self._client.pull(subscription=subscription, max_messages=max(max_messages, PULL_MESSAGES), **kwargs)
+        from google.api_core.exceptions import DeadlineExceeded
+        from google.cloud.pubsub_v1.types import PullResponse
+        kwargs["timeout"] = PULL_TIMEOUT_SECONDS
+        try:
+            return self._client.pull(subscription=subscription, max_messages=max(max_messages, PULL_MESSAGES),
+                                     **kwargs)
+        except DeadlineExceeded:
+            return PullResponse()
 
     def __getattr__(self, name):
         return getattr(self._client, name)
@@ -118,6 +155,33 @@ def _forget_empty_keys() -> None:
     watermark_manager._TransformWatermarks.extract_transform_timers = extract_transform_timers
 
 
+def drain(result) -> None:
+    """Stops the Pub/Sub reads of the DirectRunner run `result` and lets its watermark go to the end."""
+    _draining.add(result._evaluation_context)
+
+
+def _stop_reads_on_drain() -> None:
+    evaluator = transform_evaluator._PubSubReadEvaluator
+    original = evaluator.finish_bundle
+
+    def finish_bundle(self):
+        if self._evaluation_context not in _draining:
+            return original(self)
+        return TransformResult(self, [], [], None, {None: MAX_TIMESTAMP})
+
+    evaluator.finish_bundle = finish_bundle
+
+
+def _keep_no_empty_pending() -> None:
+    original = watermark_manager._TransformWatermarks.add_pending
+
+    def add_pending(self, pending):
+        if pending.has_elements():
+            original(self, pending)
+
+    watermark_manager._TransformWatermarks.add_pending = add_pending
+
+
 def _prompt_bundle_ends() -> None:
     statesampler.StateSampler.__init__.__defaults__ = (SAMPLING_PERIOD_MS,)
 
@@ -130,6 +194,8 @@ def install() -> None:
         _cache_dofn_specs()
         _pull_more()
         _forget_empty_keys()
+        _stop_reads_on_drain()
+        _keep_no_empty_pending()
         _installed = True
 
 

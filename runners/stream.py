@@ -3,8 +3,9 @@
 The same DAG as `adclick replay` (pipelines/click_pipeline.py) over an
 unbounded source, with event-time windows that fire early, on time and late,
 a raw archive, and dead-letter files. On the DirectRunner the job runs in this
-process until Ctrl-C (or `--duration`), then prints the run summary; on Flink
-and Dataflow it is submitted and this command returns (`--wait` to follow it).
+process until Ctrl-C, SIGTERM or `--duration`, then drains (no more reads, every
+open window and file pane written) and prints the run summary; on Flink and
+Dataflow it is submitted and this command returns (`--wait` to follow it).
 See docs/streaming.md.
 """
 
@@ -12,6 +13,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -36,6 +38,10 @@ from transforms.windowing import LATENESS_GRACE_SECONDS
 
 RUNNERS = {"direct": "DirectRunner", "flink": "FlinkRunner", "dataflow": "DataflowRunner"}
 SUMMARY_EVERY_SECONDS = 5
+POLL_SECONDS = 0.5
+DRAINING = ("adclick stream: draining: no more reads; writing every open window, the archive and the dead "
+            "letters, then stopping (another Ctrl-C aborts and loses them)")
+ABORTED = "adclick stream: aborted without draining: what it had not yet written is lost"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -158,30 +164,71 @@ def _write(summary: dict, path) -> None:
         Path(path).write_text(json.dumps(summary, indent=2))
 
 
-def run(argv=None) -> dict:
-    args, beam_args = parser().parse_known_args(argv)
-    pipeline, _ = build(args, beam_args)
+class _Stop:
+    """SIGINT and SIGTERM: the first asks for a drain, a second aborts at once."""
+
+    def __init__(self):
+        self.requested = threading.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum, _frame):
+        if self.requested.is_set():
+            os.write(sys.stderr.fileno(), (ABORTED + "\n").encode())  # print() may be mid-write in this thread
+            os._exit(128 + signum)
+        self.requested.set()
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def _run_locally(pipeline, args) -> dict:
+    """Runs the stream in this process until a signal or --duration, drains it, and summarizes it."""
+    from runners import direct_fixes
+    stop = _Stop()
     started = time.monotonic()
     result = pipeline.run()
-    if args.runner != "direct":
-        print(f"submitted to {RUNNERS[args.runner]}: {getattr(result, 'job_id', lambda: '')() or result}")
-        if args.wait:
+    ended, failures = threading.Event(), []
+
+    def wait():
+        try:
             result.wait_until_finish()
-        return {}
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
-    deadline = started + args.duration if args.duration else None
-    logging.info("streaming from %s into %s; Ctrl-C stops", args.source, args.sink)
-    while not stop.wait(SUMMARY_EVERY_SECONDS):
-        summary = summarize(counters(result))
-        _write(dict(summary, running=True), args.summary)
-        if deadline and time.monotonic() >= deadline:
-            break
-    logging.info("stopping the stream")
-    result.cancel()
+        except Exception as error:  # the runner's, reported in one line below
+            failures.append(error)
+        finally:
+            ended.set()
+
+    threading.Thread(target=wait, name="adclick-stream", daemon=True).start()
+    logging.info("streaming from %s into %s; Ctrl-C drains and stops", args.source, args.sink)
+    deadline = started + args.duration if args.duration else float("inf")
+    next_summary, draining = started + SUMMARY_EVERY_SECONDS, False
+    while not ended.wait(POLL_SECONDS):
+        now = time.monotonic()
+        if not draining and (stop.requested.is_set() or now >= deadline):
+            print(DRAINING, file=sys.stderr, flush=True)
+            direct_fixes.drain(result)
+            stop.requested.set()  # a signal during a drain aborts it, --duration's too
+            draining = True
+        if now >= next_summary:
+            _write(dict(summarize(counters(result)), running=True), args.summary)
+            next_summary = now + SUMMARY_EVERY_SECONDS
+    if failures:
+        sys.exit(f"adclick stream: the pipeline failed: {_first_line(failures[0])}")
     summary = summarize(counters(result))
     summary["seconds"] = round(time.monotonic() - started, 2)
     print(format_summary(summary))
     _write(summary, args.summary)
     return summary
+
+
+def run(argv=None) -> dict:
+    args, beam_args = parser().parse_known_args(argv)
+    pipeline, _ = build(args, beam_args)
+    if args.runner == "direct":
+        return _run_locally(pipeline, args)
+    result = pipeline.run()
+    print(f"submitted to {RUNNERS[args.runner]}: {getattr(result, 'job_id', lambda: '')() or result}")
+    if args.wait:
+        result.wait_until_finish()
+    return {}

@@ -1,8 +1,11 @@
 """Files written by processing-time panes: complete when they appear, never half-written.
 
 A stream cannot wait for the end of its input, so records are gathered in the
-global window and a pane fires every `every_seconds` of processing time; each
-pane of each partition becomes one file, written under a temporary name and
+global window and a pane fires every `every_seconds` of processing time, and a
+last one when the watermark reaches the end (a drained stream): the Python
+DirectRunner drops what a trigger has not fired when a window ends (Beam issue
+#21260), so the records since the last timed pane would be lost. Each pane of
+each partition becomes one file, written under a temporary name and
 renamed when complete (Beam's FileSystems: local, gs://, s3://). A replay
 (bounded input) writes one pane at the end. Names carry the time and a random
 part: a retried bundle adds a file, never overwrites one.
@@ -71,7 +74,7 @@ class WriteInPanes(beam.PTransform):
         if not records.is_bounded:
             records = records | "ProcessingTimePanes" >> beam.WindowInto(
                 GlobalWindows(),
-                trigger=trigger.Repeatedly(trigger.AfterProcessingTime(self._every_seconds)),
+                trigger=trigger.AfterWatermark(early=trigger.AfterProcessingTime(self._every_seconds)),
                 accumulation_mode=trigger.AccumulationMode.DISCARDING)
         partition, shards = self._partition, self._shards
         return (
