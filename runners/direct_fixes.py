@@ -156,7 +156,8 @@ def _forget_empty_keys() -> None:
 
 
 def drain(result) -> None:
-    """Stops the Pub/Sub reads of the DirectRunner run `result` and lets its watermark go to the end."""
+    """Stops the Pub/Sub reads of the DirectRunner run `result` and lets its watermark go to the end
+    (fix 5; `install()` first): the run then finishes by itself."""
     _draining.add(result._evaluation_context)
 
 
