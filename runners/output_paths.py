@@ -18,7 +18,14 @@ def _input_files(inputs: Iterable[str]) -> set:
     patterns = [absolute(pattern) for pattern in inputs if not is_kafka(pattern) and "://" not in pattern]
     if not patterns:
         return set()
-    return {os.path.realpath(metadata.path) for match in FileSystems.match(patterns) for metadata in match.metadata_list}
+    return {os.path.realpath(metadata.path)
+            for match in FileSystems.match(patterns) for metadata in match.metadata_list}
+
+
+def _existing_ancestor(path: str) -> str:
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    return path
 
 
 def output_errors(inputs: Iterable[str], outputs: Dict[str, Optional[str]]) -> List[str]:
@@ -31,6 +38,8 @@ def output_errors(inputs: Iterable[str], outputs: Dict[str, Optional[str]]) -> L
         real = os.path.realpath(path)
         if os.path.isdir(path) or path.endswith(os.sep):
             errors.append(f"{flag} {path} is a directory: give the path of a file (adclick replaces only that file)")
+        elif not os.path.isdir(_existing_ancestor(os.path.dirname(real))):
+            errors.append(f"{flag} {path} is inside a file, {_existing_ancestor(os.path.dirname(real))}")
         elif real in inputs:
             errors.append(f"{flag} {path} is an input of this replay: writing it would destroy it")
         elif real in seen:

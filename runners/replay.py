@@ -146,8 +146,19 @@ def failure_reason(error: BaseException) -> str:
     return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
+@contextlib.contextmanager
+def step_errors_unlogged():
+    """Beam logs a step's exception with its traceback before it re-raises it; the replay says it in one line."""
+    logger = logging.getLogger("apache_beam.runners.common")
+    level, logger.level = logger.level, logging.CRITICAL
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def run_pipeline(args, options, sink, dead_letters):
-    with spill_dir(args, options) as spill:
+    with spill_dir(args, options) as spill, step_errors_unlogged():
         config = dataclasses.replace(cli_options.pipeline_config(args), parse_processes=parse_processes(args, options),
                                      spill_dir=spill)
         start_workers(config.parse_processes)

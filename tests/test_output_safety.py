@@ -42,16 +42,17 @@ def logs(tmp_path):
     ["--dead-letter", "logs"], ["--dead-letter", "logs/"], ["--dead-letter", "logs/clicks-00001.jsonl"],
     ["--summary", "logs"], ["--summary", "logs/clicks-00000.jsonl"], ["--sink", "sqlite:///logs/clicks-00000.jsonl"],
     ["--sink", "sqlite:///x.db", "--dead-letter", "x.db"], ["--summary", "dead.jsonl"],
+    ["--dead-letter", "logs/clicks-00000.jsonl/dead.jsonl"],
 ])
 def test_an_output_at_a_directory_or_an_input_is_refused_and_nothing_is_touched(logs, outputs):
     before = fingerprint(logs)
-    arguments = dict({"--sink": "sqlite:///out.db", "--dead-letter": "dead.jsonl"}, **dict(zip(outputs[::2], outputs[1::2])))
+    arguments = {"--sink": "sqlite:///out.db", "--dead-letter": "dead.jsonl", **dict(zip(outputs[::2], outputs[1::2]))}
     result = run_cli("replay", "--input", "logs/clicks-*", *[part for item in arguments.items() for part in item],
                      cwd=logs.parent)
     assert result.returncode == 1
     lines = error_lines(result.stderr)
     assert len(lines) == 1 and lines[0].startswith("adclick replay: --"), result.stderr
-    assert any(reason in lines[0] for reason in ("is a directory", "is an input", "are the same file"))
+    assert any(reason in lines[0] for reason in ("is a directory", "is an input", "are the same file", "inside a file"))
     assert fingerprint(logs) == before
     assert sorted(os.listdir(logs.parent)) == ["logs"]
 
