@@ -85,7 +85,8 @@ def spill_dir(args: argparse.Namespace, options: PipelineOptions):
 
 
 class Interrupted(BaseException):
-    """SIGINT or SIGTERM, raised where the run is so that it unwinds (not an Exception: nothing catches it)."""
+    """SIGINT or SIGTERM, raised where the run is so that it unwinds (a BaseException: no `except Exception`
+    in the run's own code swallows it)."""
 
 
 class SignalStop:

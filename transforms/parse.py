@@ -45,8 +45,8 @@ def start_workers(processes: int) -> None:
 
 
 def stop_workers() -> None:
-    """Stops every parse worker of this process, the started ones not yet taken too: a launcher's last
-    word when a run ends early (interrupted, failed), so that no worker is left behind."""
+    """Stops every parse worker of this process and waits for them, the started ones not yet taken too:
+    a launcher's last word after a run, above all one that ended early (interrupted, failed)."""
     _started_pools.clear()
     for pool in list(_live_pools):
         pool.shutdown(wait=True, cancel_futures=True)  # a worker finishes the batch it judges, then exits
