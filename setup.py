@@ -7,7 +7,7 @@ setup(
     version="0.1.0",
     description=__doc__,
     python_requires=">=3.11,<3.12",
-    packages=find_packages(include=["pipelines*", "transforms*", "sources*", "sinks*", "runners*",
+    packages=find_packages(include=["pipelines*", "transforms*", "sources*", "sinks*", "runners*", "benchmarks*",
                                     "loadgen*", "serving*"]),
     package_data={"serving": ["static/*"]},
     install_requires=[

@@ -12,11 +12,11 @@ COMMANDS = {
     "bigtable": ("runners.bigtable", "create-table: set up the Bigtable sink's table and column families"),
     "pubsub": ("runners.pubsub_admin", "create: set up a Pub/Sub topic and its subscription for a stream"),
     "top": ("runners.report", "print the top ads of the busiest minute in a SQLite sink"),
-    "bench": ("runners.bench", "time the replay against DuckDB on the same generated log"),
-    "bench-stream": ("runners.bench_stream", "time the stream on Pub/Sub: backlog vs the bare source, latency at rising rates"),
+    "bench": ("benchmarks.replay", "time the replay against DuckDB on the same generated log"),
+    "bench-stream": ("benchmarks.stream", "time the stream on Pub/Sub: backlog vs the bare source, latency at rising rates"),
     "broker": ("runners.broker", "run a local Apache Kafka broker (KRaft, one node) in the foreground until Ctrl-C"),
-    "bench-kafka": ("runners.bench_kafka", "time a bounded Kafka replay's read from a running broker, with and without the DAG"),
-    "bench-api": ("runners.bench_api", "time a sink's writes and the query API's latency on synthetic aggregates"),
+    "bench-kafka": ("benchmarks.kafka", "time a bounded Kafka replay's read from a running broker, with and without the DAG"),
+    "bench-api": ("benchmarks.api", "time a sink's writes and the query API's latency on synthetic aggregates"),
 }
 
 

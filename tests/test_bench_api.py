@@ -1,6 +1,6 @@
 """`adclick bench-api` runs end to end on a small SQLite sink (its numbers go to docs, not asserts)."""
 
-from runners import bench_api
+from benchmarks import api as bench_api
 from serving.store import open_store
 
 

@@ -3,7 +3,7 @@ the client, the source alone and the replay; no timing asserts."""
 
 import pytest
 
-from runners import bench_kafka
+from benchmarks import kafka as bench_kafka
 from tests.servers.kafka import kafka_broker  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.kafka

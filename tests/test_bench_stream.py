@@ -5,9 +5,9 @@ import math
 
 import pytest
 
-from runners import bench_stream
-from runners.bench_stream import (RUNNER_BOOKKEEPING, Step, best_rate, latencies, percentile, ramp_report,
-                                  reached_times, time_by_part)
+from benchmarks import stream as bench_stream
+from benchmarks.stream import (RUNNER_BOOKKEEPING, Step, best_rate, latencies, percentile, ramp_report, reached_times,
+                               time_by_part)
 from tests.servers.pubsub import pubsub_emulator  # noqa: F401 (fixture)
 
 A, B = ("ad-a", 0), ("ad-b", 0)

@@ -23,10 +23,10 @@ import uuid
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from benchmarks.stream import CountMessages, source_count
 from loadgen.generator import GeneratorConfig
 from loadgen.publish import KafkaPublisher, emissions_around_now, publish
 from runners import replay
-from runners.bench_stream import CountMessages, source_count
 from sources.kafka import ReadKafkaRange, consumer_config
 
 START_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z: a replay needs no clock
