@@ -38,8 +38,10 @@ def main(argv=None) -> None:
     # Logged for every processing-time pane of a window that already had its on-time pane, which
     # accumulating late panes make routine: hundreds of lines a minute that say nothing is wrong.
     logging.getLogger("apache_beam.transforms.trigger").setLevel(logging.ERROR)
-    module = importlib.import_module(COMMANDS[argv[0]][0])
-    module.run(argv[1:])
+    try:  # Ctrl-C while Beam is still importing, or in a command that has no handler of its own
+        importlib.import_module(COMMANDS[argv[0]][0]).run(argv[1:])
+    except KeyboardInterrupt:
+        sys.exit(f"adclick {argv[0]}: interrupted")
 
 
 if __name__ == "__main__":

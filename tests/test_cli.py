@@ -59,3 +59,17 @@ def test_help_lists_every_command(tmp_path):
     assert result.returncode == 0
     for command in ("replay", "generate", "top", "bench"):
         assert f"  {command}" in result.stdout
+
+
+def test_ctrl_c_in_a_command_without_its_own_handler_is_one_line(tmp_path):
+    """A Ctrl-C that no command catches (here while generating a large log) ends in one line, no traceback."""
+    import signal
+    import time
+    process = subprocess.Popen([ADCLICK, "generate", "--events", "20000000", "--out", "log"], cwd=tmp_path,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(3)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 1
+    assert "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1] == "adclick generate: interrupted"
