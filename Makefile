@@ -14,10 +14,15 @@ BENCH_EVENTS ?= 1000000
 KAFKA_VERSION := $(shell sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' tools/kafka/pom.xml)
 KAFKA_HOME := $(HOME)/.cache/adclick/kafka/$(KAFKA_VERSION)
 MVN := mvn -q -B -Dstyle.color=never -f tools/kafka/pom.xml
+# Beam's Prism runner, built from the Go module proxy at the SDK's version (constraints.txt pins it);
+# runners/prism.py looks in the same place. Go may not be on PATH (CI): /usr/local/go is Go's own place.
+BEAM_VERSION := $(shell sed -n 's/^apache-beam==//p' constraints.txt)
+PRISM := $(HOME)/.cache/adclick/prism/$(BEAM_VERSION)/prism
+GO := $(or $(shell command -v go),/usr/local/go/bin/go)
 
-.PHONY: install kafka system-deps run test bench clean
+.PHONY: install kafka prism system-deps run test bench clean
 
-install: $(STAMP) kafka
+install: $(STAMP) kafka prism
 
 $(STAMP): setup.py constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +40,12 @@ $(KAFKA_HOME)/.installed: tools/kafka/pom.xml
 	$(MVN) -o dependency:copy-dependencies -DoutputDirectory=$(KAFKA_HOME)/libs >/dev/null 2>&1 || \
 	  $(MVN) dependency:copy-dependencies -DoutputDirectory=$(KAFKA_HOME)/libs
 	touch $@
+
+prism: $(PRISM)
+
+$(PRISM):
+	@test -x $(GO) || { echo 'make prism: Go is needed to build Beam'"'"'s Prism runner: https://go.dev/doc/install' >&2; exit 1; }
+	GOBIN=$(dir $@) GOFLAGS=-mod=mod $(GO) install github.com/apache/beam/sdks/v2/go/cmd/prism@v$(BEAM_VERSION)
 
 # Debian packages the tests need: Chromium for the dashboard's browser tests.
 system-deps:

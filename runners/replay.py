@@ -23,6 +23,7 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from pipelines.click_pipeline import build_pipeline
 from runners import direct_fixes
 from runners import options as cli_options
+from runners import prism
 from runners.output_paths import output_errors
 from runners.summary import counters, format_summary, restatement_summary, summarize
 from sinks import SQLITE_SCHEME, sink_for, sqlite_path
@@ -201,6 +202,8 @@ def run(argv=None) -> dict:
             with stop.armed():
                 sink = checked_sink(args)
                 options = PipelineOptions(beam_args)
+                if prism.is_prism(options):
+                    prism.configure(options)
                 if is_local(options):
                     direct_fixes.install_for_batch()
                     # The tests build this DAG with Beam's construction-time type check; a local replay skips

@@ -1,0 +1,32 @@
+"""Beam's Prism runner, as `--runner prism`: the binary `make install` built at the SDK's own version.
+
+Beam would download Prism from GitHub at run time, or build it at @latest; adclick runs the one the
+Makefile built from the Go module proxy (`go install .../cmd/prism@v<SDK version>`) and never fetches
+anything while a job starts. Python steps run in LOOPBACK, in the launching process: no Docker here.
+"""
+
+from pathlib import Path
+
+import apache_beam
+from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions, PrismRunnerOptions, StandardOptions
+
+NAMES = ("prism", "prismrunner")
+HOME = Path.home() / ".cache" / "adclick" / "prism" / apache_beam.__version__
+BINARY = HOME / "prism"
+
+
+def is_prism(options: PipelineOptions) -> bool:
+    return (options.view_as(StandardOptions).runner or "").lower() in NAMES
+
+
+def configure(options: PipelineOptions) -> PipelineOptions:
+    """Prism's options, defaults filled in (the built binary, LOOPBACK); ValueError if it was never built."""
+    options.view_as(StandardOptions).runner = "PrismRunner"
+    prism = options.view_as(PrismRunnerOptions)
+    if prism.prism_location is None:
+        if not BINARY.exists():
+            raise ValueError(f"Prism {apache_beam.__version__} is not built ({BINARY}): run make install")
+        prism.prism_location = str(BINARY)
+    portable = options.view_as(PortableOptions)
+    portable.environment_type = portable.environment_type or "LOOPBACK"
+    return options
