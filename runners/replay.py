@@ -56,7 +56,7 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--spill-dir", metavar="DIR",
                         help="where the dedup shuffle waits in files, removed after the run (default: a temporary "
                              "directory on the DirectRunner, which would hold it in memory; none elsewhere)")
-    cli_options.add_pipeline_arguments(parser)
+    cli_options.add_pipeline_arguments(parser, stream=False)
     return parser
 
 
@@ -195,6 +195,7 @@ def checked_sink(args) -> beam.PTransform:
 
 def run(argv=None) -> dict:
     args, beam_args = parser().parse_known_args(argv)
+    cli_options.refuse_stream_only("adclick replay", beam_args)
     started = time.monotonic()
     stop, sink, dead_letters, failure = SignalStop(), None, None, None
     with stop.handling():

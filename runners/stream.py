@@ -55,12 +55,14 @@ def parser() -> argparse.ArgumentParser:
                         help="sqlite:///PATH (DirectRunner) or bigtable://PROJECT/INSTANCE/TABLE (default: %(default)s)")
     parser.add_argument("--archive", metavar="PATH",
                         help="raw archive root: Parquet files by event-time hour, readable by adclick replay")
-    parser.add_argument("--archive-every-seconds", type=int, default=ARCHIVE_EVERY_SECONDS,
+    parser.add_argument("--archive-every-seconds", type=cli_options.at_least(1), default=ARCHIVE_EVERY_SECONDS,
                         help="processing time between archive files (default: %(default)s)")
     parser.add_argument("--dead-letter-dir", default="dead-letters", metavar="DIR",
                         help="directory of JSON-lines dead-letter files (default: %(default)s)")
-    parser.add_argument("--dead-letter-every-seconds", type=int, default=DEAD_LETTER_EVERY_SECONDS)
-    parser.add_argument("--runner", choices=sorted(RUNNERS), default="direct")
+    parser.add_argument("--dead-letter-every-seconds", type=cli_options.at_least(1),
+                        default=DEAD_LETTER_EVERY_SECONDS,
+                        help="processing time between dead-letter files (default: %(default)s)")
+    parser.add_argument("--runner", choices=sorted(RUNNERS), default="direct", help="(default: %(default)s)")
     parser.add_argument("--summary", metavar="PATH",
                         help="write the run summary as JSON here (DirectRunner: every few seconds and at the end)")
     parser.add_argument("--duration", type=float, metavar="SECONDS",
@@ -74,15 +76,15 @@ def parser() -> argparse.ArgumentParser:
     group.add_argument("--kafka-expansion-service", metavar="HOST:PORT",
                        help="a running Beam IO expansion service for ReadFromKafka (default: Beam's jar)")
     group = parser.add_argument_group("stream state")
-    group.add_argument("--dedup-ttl-seconds", type=int, default=PipelineConfig().dedup_ttl_seconds,
+    group.add_argument("--dedup-ttl-seconds", type=cli_options.at_least(1), default=PipelineConfig().dedup_ttl_seconds,
                        help="event time a click's id is remembered (default: %(default)s)")
-    group.add_argument("--dedup-bucket-seconds", type=int, default=stream.dedup_bucket_seconds,
+    group.add_argument("--dedup-bucket-seconds", type=cli_options.at_least(1), default=stream.dedup_bucket_seconds,
                        help="event time per dedup state bucket (default: %(default)s)")
-    group.add_argument("--dedup-shards", type=int, default=stream.dedup_shards_per_bucket,
+    group.add_argument("--dedup-shards", type=cli_options.at_least(1), default=stream.dedup_shards_per_bucket,
                        help="dedup keys per bucket; aim at 100-1,000 ids per key (default: %(default)s)")
-    group.add_argument("--lateness-shards", type=int, default=stream.lateness_shards,
+    group.add_argument("--lateness-shards", type=cli_options.at_least(1), default=stream.lateness_shards,
                        help="keys that judge lateness (default: %(default)s)")
-    cli_options.add_pipeline_arguments(parser)
+    cli_options.add_pipeline_arguments(parser, stream=True)
     return parser
 
 

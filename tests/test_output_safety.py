@@ -11,6 +11,7 @@ import pytest
 
 from loadgen.generator import GeneratorConfig, write_log
 from runners import replay, report, stream
+from runners.options import STREAM_ONLY
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = GeneratorConfig(events=300, seed=3, ads=20, minutes=2, malformed_rate=0.05)
@@ -82,7 +83,6 @@ def test_the_stream_names_its_dead_letter_directory_with_its_own_flag():
 
 @pytest.mark.parametrize("option, value, minimum", [
     ("--parse-processes", "-1", 0), ("--max-skew-seconds", "-5", 0), ("--top-n", "-1", 1), ("--top-n", "0", 1),
-    ("--allowed-lateness-seconds", "-1", 0), ("--early-firing-seconds", "-1", 0), ("--hot-key-fanout", "0", 1),
     ("--top-sliding-minutes", "-1", 0),
 ])
 def test_nonsense_numbers_are_one_line_before_the_run(logs, tmp_path, capsys, option, value, minimum):
@@ -135,3 +135,27 @@ def test_a_json_file_read_as_avro_is_no_traceback(logs, tmp_path):
                      cwd=tmp_path)
     assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
     assert "clicks-00000.jsonl" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("option, value, minimum", [
+    ("--allowed-lateness-seconds", "-1", 0), ("--early-firing-seconds", "-1", 0), ("--hot-key-fanout", "0", 1),
+    ("--dedup-ttl-seconds", "0", 1), ("--dedup-shards", "0", 1), ("--archive-every-seconds", "0", 1),
+    ("--dead-letter-every-seconds", "-3", 1),
+])
+def test_a_streams_nonsense_numbers_are_one_line(capsys, option, value, minimum):
+    with pytest.raises(SystemExit) as stopped:
+        stream.parser().parse_known_args(["--source", "pubsub://projects/p/subscriptions/s", option, value])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith(
+        f"error: argument {option}: must be at least {minimum}, not {value}")
+
+
+def test_a_replay_refuses_a_streams_trigger_options_and_does_not_list_them(logs, tmp_path):
+    """Given to a replay, they would fall through to Beam, which ignores unknown options."""
+    assert not any(option in replay.parser().format_help() for option in STREAM_ONLY)
+    for option in STREAM_ONLY:
+        with pytest.raises(SystemExit) as stopped:
+            replay.run(["--input", str(logs / "clicks-*"), "--sink", f"sqlite:///{tmp_path / 'a.db'}",
+                        "--dead-letter", str(tmp_path / "dead.jsonl"), option, "5"])
+        assert option in str(stopped.value.code) and "stream" in str(stopped.value.code)
+    assert not (tmp_path / "a.db").exists()
