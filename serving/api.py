@@ -9,7 +9,6 @@ An ad_id may hold '/' (sent as %2F). Every error is `{"error": "<one line>"}` wi
 parameters: 400; unknown path: 404) or 503 when the store cannot answer.
 """
 
-import datetime
 import logging
 import re
 import time
@@ -28,11 +27,19 @@ from pydantic import BaseModel, Field
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from pipelines.config import AggregateConfig
 from serving.store import Store, StoreUnavailable
-from sinks.meta import dimension_set_of
-from transforms.aggregates import FILTER_DIMENSIONS, UNKNOWN
+from transforms.records import (
+    FILTER_DIMENSIONS,
+    MINUTE_MS,
+    UNKNOWN,
+    NoTimeZone,
+    dimension_set_of,
+    filter_text,
+    iso_to_epoch_ms,
+    minute_start,
+)
 from transforms.validation import COUNTRY_CODES, MAX_CLICK_TS, MAX_ID_LENGTH, MAX_OPTIONAL_LENGTH, MIN_CLICK_TS
-from transforms.records import MINUTE_MS, minute_start
 
 LOG = logging.getLogger(__name__)
 STATIC = FilePath(__file__).parent / "static"
@@ -40,7 +47,6 @@ MAX_COUNT = 1000
 DEFAULT_MAX_WINDOW_MINUTES = 60
 MAX_RANGE_MINUTES = 31 * 24 * 60  # aggregated_count: one ad, a month of minutes at most
 MAX_SERIES_MINUTES = 24 * 60  # clicks_per_minute: one point per minute, a day at most
-EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 _EPOCH_MS = re.compile(r"-?[0-9]{1,16}")
 _TIME_HELP = "epoch milliseconds or ISO-8601 with a zone (2026-01-01T00:05:00Z); rounded down to its minute"
 _FILTER_HELP = "one filter, DIMENSION=VALUE[,DIMENSION=VALUE] over country, ip, user_id, e.g. country=US"
@@ -132,14 +138,11 @@ def parse_time(text: str, name: str) -> int:
         epoch_ms = int(text)
     else:
         try:
-            moment = datetime.datetime.fromisoformat(text) if len(text) <= 64 else None
+            epoch_ms = iso_to_epoch_ms(text)
+        except NoTimeZone:
+            raise BadRequest(f"{name} has no time zone: add Z for UTC or an offset such as +02:00") from None
         except ValueError:
-            moment = None
-        if moment is None:
-            raise BadRequest(f"{name} must be {_TIME_HELP.split(';')[0]}, got {text[:40]!r}")
-        if moment.tzinfo is None:
-            raise BadRequest(f"{name} has no time zone: add Z for UTC or an offset such as +02:00")
-        epoch_ms = (moment - EPOCH) // datetime.timedelta(milliseconds=1)
+            raise BadRequest(f"{name} must be {_TIME_HELP.split(';')[0]}, got {text[:40]!r}") from None
     if not MIN_CLICK_TS <= epoch_ms < MAX_CLICK_TS:
         raise BadRequest(f"{name} must be from 2000-01-01 to 2100-01-01 UTC")
     return epoch_ms
@@ -177,7 +180,7 @@ def parse_filter(text: Optional[str]) -> Optional[str]:
         if dimension in values:
             raise BadRequest(f"filter names {dimension} twice")
         values[dimension] = _filter_value(dimension, value)
-    return ",".join(f"{dimension}={values[dimension]}" for dimension in sorted(values))
+    return filter_text(values)
 
 
 def _time_query(name: str, meaning: str):
@@ -315,7 +318,7 @@ def create_app(store: Store, max_window_minutes: int = DEFAULT_MAX_WINDOW_MINUTE
     @app.get("/v1/ads/popular_ads", response_model=PopularAds, responses=ERRORS, tags=["queries"],
              summary="The most clicked ads over the last `window` minutes up to `at`")
     def popular_ads(
-            count: int = Query(100, ge=1, le=MAX_COUNT, description="how many ads"),
+            count: int = Query(AggregateConfig.top_n, ge=1, le=MAX_COUNT, description="how many ads"),
             window: int = Query(1, ge=1, le=max_window_minutes, description="minutes, ending with the minute `at`"),
             filter_text: Optional[str] = filter_parameter,
             at: Optional[str] = _time_query("at", "the window's last minute; default: the last complete minute")):

@@ -16,11 +16,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sinks.panes import WriteInPanes
-from transforms.records import Click
+from transforms.records import CLICK_SCHEMA, Click
 
-ARCHIVE_SCHEMA = pa.schema([
-    ("event_id", pa.string()), ("ad_id", pa.string()), ("click_ts", pa.int64()), ("user_id", pa.string()),
-    ("ip", pa.string()), ("country", pa.string()), ("receive_ts", pa.int64())])
 DEFAULT_EVERY_SECONDS = 60
 
 
@@ -30,7 +27,7 @@ def event_hour(click: Click) -> str:
 
 
 def write_parquet(handle, clicks) -> None:
-    table = pa.Table.from_pylist([click._asdict() for click in clicks], schema=ARCHIVE_SCHEMA)
+    table = pa.Table.from_pylist([click._asdict() for click in clicks], schema=CLICK_SCHEMA)
     pq.write_table(table, handle, compression="zstd")
 
 

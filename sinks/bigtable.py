@@ -31,8 +31,7 @@ import orjson
 from apache_beam.io.gcp.bigtableio import WriteToBigTable
 from apache_beam.metrics.metric import Metrics
 
-from transforms.records import MINUTE_MS, AdCount, FilterCount, TopAds, rows
-from transforms.sliding_top import SlidingTopAds
+from transforms.records import MINUTE_MS, AdCount, FilterCount, SlidingTopAds, TopAds, rows
 
 COUNTS = "c"
 TOP = "t"

@@ -14,16 +14,14 @@ import datetime
 import json
 import sqlite3
 from dataclasses import dataclass
-from typing import FrozenSet, Iterable, Optional, Sequence
+from typing import FrozenSet, Optional, Sequence
 from urllib.parse import urlparse
 
 from sinks import BIGTABLE_SCHEME, SQLITE_SCHEME, bigtable_table, sqlite_path
-from transforms.aggregates import FILTER_DIMENSIONS
-from transforms.records import MINUTE_MS
+from transforms.records import FILTER_DIMENSIONS, MINUTE_MS, SET_JOIN, dimension_set, dimension_set_of
 
 LEGACY_WINDOW_SECONDS = MINUTE_MS // 1000
 WINDOW_KEY, FILTERS_KEY = "window_seconds", "filters"
-SET_JOIN = "+"  # dimensions of one set, as --filters joins them
 BIGTABLE_WINDOW = WINDOW_KEY.encode()
 BIGTABLE_FILTER_PREFIX = b"filter:"
 # One fixed version for every metadata cell, so that recording the same facts again changes no cell.
@@ -40,22 +38,6 @@ class SinkMeta:
         """Every dimension some held set names, in FILTER_DIMENSIONS' order."""
         named = {name for dimension_set in self.filters for name in dimension_set.split(SET_JOIN)}
         return [name for name in FILTER_DIMENSIONS if name in named]
-
-
-def dimension_set(dimensions: Iterable[str]) -> str:
-    return SET_JOIN.join(sorted(dimensions))
-
-
-def dimension_set_of(filter_text: str) -> str:
-    """`country=US,user_id=u1` -> `country+user_id`. Dimensions are sorted in a filter text and only
-    the last one, user_id, takes free text (which may hold ',' or '='), so a part starts a dimension
-    only if it names a known one later than the last."""
-    names = []
-    for part in filter_text.split(","):
-        name, equals, _ = part.partition("=")
-        if equals and name in FILTER_DIMENSIONS and (not names or name > names[-1]):
-            names.append(name)
-    return SET_JOIN.join(names)
 
 
 def check_sink(url: str, window_seconds: int, filter_dimensions: Sequence[Sequence[str]]) -> SinkMeta:

@@ -15,8 +15,8 @@ import pyarrow as pa
 from apache_beam.transforms.window import GlobalWindows
 
 from sinks.local_paths import temporary_path_next_to
-from sinks.meta import dimension_set_of
 from sinks.restatement import Restatement, count_restatement
+from transforms.records import dimension_set_of
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS clicks_per_minute (

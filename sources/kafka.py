@@ -19,7 +19,6 @@ with a zone, or epoch ms) resolved per partition by the broker's time index.
 `from` is inclusive, `to` exclusive.
 """
 
-import datetime
 import logging
 import time
 from typing import Dict, NamedTuple, Optional, Union
@@ -29,7 +28,7 @@ import apache_beam as beam
 from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
 from apache_beam.transforms.core import RestrictionProvider
 
-from transforms.records import RawRecord
+from transforms.records import NoTimeZone, RawRecord, iso_to_epoch_ms
 
 SCHEME = "kafka"
 EARLIEST, LATEST = "earliest", "latest"
@@ -58,12 +57,11 @@ def _epoch_ms(text: str) -> Optional[int]:
     if text.isdigit() and len(text) >= 12:  # epoch ms, e.g. 1767225600000; shorter numbers are offsets
         return int(text)
     try:
-        moment = datetime.datetime.fromisoformat(text)
+        return iso_to_epoch_ms(text)
+    except NoTimeZone:
+        raise ValueError(f"time {text!r} has no zone") from None
     except ValueError:
         return None
-    if moment.tzinfo is None:
-        raise ValueError(f"time {text!r} has no zone")
-    return round(moment.timestamp() * 1000)
 
 
 def parse_position(text: str) -> Position:

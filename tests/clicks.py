@@ -2,8 +2,7 @@
 
 import pyarrow as pa
 
-from transforms.records import Click
-from transforms.validation import CLICK_SCHEMA
+from transforms.records import CLICK_SCHEMA, Click
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z, a minute boundary
 

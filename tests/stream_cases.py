@@ -2,7 +2,6 @@
 
 import apache_beam as beam
 import orjson
-from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.transforms.window import TimestampedValue
 
@@ -29,14 +28,6 @@ def streaming_options() -> PipelineOptions:
     options = PipelineOptions([])
     options.view_as(StandardOptions).streaming = True
     return options
-
-
-def counters(result) -> dict:
-    query = result.metrics().query(MetricsFilter().with_namespace("adclick"))
-    totals = {}
-    for counter in query["counters"]:
-        totals[counter.key.metric.name] = totals.get(counter.key.metric.name, 0) + counter.committed
-    return totals
 
 
 class _Pane(beam.DoFn):

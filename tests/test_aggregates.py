@@ -11,8 +11,8 @@ from hypothesis import given, strategies as st
 
 from tests.clicks import T0, batch, click
 from transforms import aggregates
-from transforms.aggregates import AggregateClicks, TopAdsFn, _PartialCounts, filter_values
-from transforms.records import AdCount, FilterCount, TopAds, rows
+from transforms.aggregates import AggregateClicks, TopAdsFn, _PartialCounts
+from transforms.records import AdCount, FilterCount, TopAds, click_filter_text, filter_text_column, rows
 from transforms.sliding_top import TopOverMinutesFn
 from transforms.windowing import WindowClicks
 
@@ -83,7 +83,9 @@ def test_a_stream_of_clicks_matches_plain_python_counts():
 
 def test_filter_text_sorts_dimensions_and_names_unknown():
     c = click("e", country="US", user_id=None)
-    assert filter_values(c, ("user_id", "country")) == "country=US,user_id=unknown"
+    assert click_filter_text(c, ("user_id", "country")) == "country=US,user_id=unknown"
+    batch_of_one = pa.table({"country": ["US"], "user_id": pa.array([None], pa.string())})
+    assert filter_text_column(batch_of_one, ("user_id", "country")).to_pylist() == ["country=US,user_id=unknown"]
 
 
 @given(st.lists(st.tuples(st.sampled_from("abcdefgh"), st.integers(1, 50)), min_size=1, max_size=60),

@@ -17,8 +17,7 @@ from sinks.bigtable import (
 from tests.conftest import free_port
 from tests.servers.bigtable import (  # noqa: F401 (fixtures)
     PROJECT, all_cells, bigtable_emulator, bigtable_url, new_table_url, start_emulator, stop_emulator)
-from transforms.records import AdCount, FilterCount, TopAds
-from transforms.sliding_top import SlidingTopAds
+from transforms.records import AdCount, FilterCount, SlidingTopAds, TopAds
 
 pytestmark = pytest.mark.bigtable
 T0 = 1_767_225_600_000

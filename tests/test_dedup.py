@@ -11,7 +11,8 @@ from apache_beam.testing.util import assert_that, equal_to
 from hypothesis import given, settings, strategies as st
 
 from tests.clicks import batch, click, clicks_of
-from transforms.dedup import DedupByEventId, stable_hash
+from transforms.dedup import DedupByEventId
+from transforms.records import event_id_hash, event_id_hashes, event_id_shard
 
 
 def counter(result, name):
@@ -44,26 +45,36 @@ def test_the_earliest_copy_counts_when_copies_differ():
 
 @given(st.lists(st.text(max_size=40), min_size=1, max_size=50), st.integers(0, 49))
 def test_equal_strings_hash_equal_however_the_array_is_cut(strings, cut):
-    whole = stable_hash(pa.array(strings))
+    whole = event_id_hashes(pa.array(strings))
     cut = min(cut, len(strings))
-    chunked = stable_hash(pa.chunked_array([pa.array(strings[:cut], pa.string()), pa.array(strings[cut:], pa.string())]))
-    sliced = stable_hash(pa.array(["padding"] + strings).slice(1))
+    chunked = event_id_hashes(
+        pa.chunked_array([pa.array(strings[:cut], pa.string()), pa.array(strings[cut:], pa.string())]))
+    sliced = event_id_hashes(pa.array(["padding"] + strings).slice(1))
     assert whole.tolist() == chunked.tolist() == sliced.tolist()
     by_value = {}
     for text, value in zip(strings, whole.tolist()):
         assert by_value.setdefault(text, value) == value
 
 
+@given(st.lists(st.text(max_size=40), min_size=1, max_size=50), st.integers(1, 64))
+def test_a_click_lands_in_the_shard_of_its_column(strings, shards):
+    """A stream shards one event_id at a time, a replay a whole column: the same hash."""
+    assert [event_id_hash(text) for text in strings] == event_id_hashes(pa.array(strings)).tolist()
+    assert [event_id_shard(text, shards) for text in strings] == (
+        event_id_hashes(pa.array(strings)) % np.uint64(shards)).tolist()
+
+
 def test_the_hash_is_the_same_in_another_process():
     strings = [f"event-{i}" for i in range(100)] + ["é" * 30, ""]
-    code = ("import sys, pyarrow as pa; from transforms.dedup import stable_hash; "
-            f"print(stable_hash(pa.array({strings!r})).tolist())")
+    code = ("import sys, pyarrow as pa; from transforms.records import event_id_hashes; "
+            f"print(event_id_hashes(pa.array({strings!r})).tolist())")
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert other.strip() == str(stable_hash(pa.array(strings)).tolist())
+    assert other.strip() == str(event_id_hashes(pa.array(strings)).tolist())
 
 
 def test_shards_are_balanced_for_sequential_ids():
-    counts = np.bincount((stable_hash(pa.array([f"click-{i:09d}" for i in range(16_000)])) % np.uint64(16)).astype(int))
+    hashes = event_id_hashes(pa.array([f"click-{i:09d}" for i in range(16_000)]))
+    counts = np.bincount((hashes % np.uint64(16)).astype(int))
     assert counts.min() > 800 and counts.max() < 1200
 
 

@@ -13,8 +13,9 @@ from apache_beam.transforms.deduplicate import DeduplicatePerKey
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Duration
 
+from runners.summary import counters
 from tests.clicks import click
-from tests.stream_cases import at, counters, streaming_options
+from tests.stream_cases import at, streaming_options
 from transforms.dedup import DedupByEventId
 
 TTL = 120

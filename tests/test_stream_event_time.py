@@ -11,8 +11,9 @@ from apache_beam.utils.windowed_value import PaneInfoTiming
 
 from pipelines.click_pipeline import build_pipeline
 from pipelines.config import AggregateConfig, PipelineConfig, WindowConfig
+from runners.summary import counters
 from tests.clicks import T0
-from tests.stream_cases import PaneSink, at, counters, raw, streaming_options
+from tests.stream_cases import PaneSink, at, raw, streaming_options
 from transforms.lateness import SetAsideTooLate
 from transforms.parse import VALID, ParseClicks
 from transforms.set_aside import TOO_LATE

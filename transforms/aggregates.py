@@ -16,16 +16,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.transforms.window import GlobalWindows
 
-from transforms.records import AdCount, FilterCount, TopAds
+from transforms.records import AdCount, FilterCount, TopAds, click_filter_text, filter_text_column
 
-UNKNOWN = "unknown"
-FILTER_DIMENSIONS = ("country", "ip", "user_id")
 MIN_ROWS_TO_SUM = 1_000_000  # partial counts pile up to at least this many rows before they are summed
-
-
-def filter_values(click, dimensions: Sequence[str]) -> str:
-    """The filter text of a click for a combination of dimensions, e.g. `country=US`."""
-    return ",".join(f"{name}={getattr(click, name) or UNKNOWN}" for name in sorted(dimensions))
 
 
 class _CountsByFilterFn(beam.CombineFn):
@@ -81,7 +74,7 @@ class CountPerAd(beam.PTransform):
         dimension_sets = self._filter_dimensions
 
         def ad_and_filters(click):
-            return click.ad_id, tuple(filter_values(click, dimensions) for dimensions in dimension_sets)
+            return click.ad_id, tuple(click_filter_text(click, dimensions) for dimensions in dimension_sets)
 
         return (
             clicks
@@ -149,13 +142,6 @@ class TopAdsPerWindow(beam.PTransform):
             ad_counts
             | "TopN" >> beam.CombineGlobally(TopAdsFn(self._n)).without_defaults()
             | "ToTopAds" >> beam.ParDo(_ToTopAds()))
-
-
-def filter_column(clicks: pa.Table, dimensions: Sequence[str]) -> pa.ChunkedArray:
-    """`filter_values` for a whole batch."""
-    parts = [pc.binary_join_element_wise(f"{name}=", pc.fill_null(clicks[name], UNKNOWN), "")
-             for name in sorted(dimensions)]
-    return parts[0] if len(parts) == 1 else pc.binary_join_element_wise(*parts, ",")
 
 
 def _by_window(table: pa.Table):
@@ -234,9 +220,9 @@ class _PartialCounts(beam.DoFn):
 
 
 def _with_filter_text(counts: pa.Table, dimensions) -> pa.Table:
-    """Counts by dimension values -> window_start, ad_id, filter (`filter_values`' text), count_all."""
+    """Counts by dimension values -> window_start, ad_id, filter (`click_filter_text`), count_all."""
     return pa.table({"window_start": counts["window_start"], "ad_id": counts["ad_id"],
-                     "filter": filter_column(counts, dimensions), "count_all": counts["count_all"]})
+                     "filter": filter_text_column(counts, dimensions), "count_all": counts["count_all"]})
 
 
 class _MergeWindow(beam.DoFn):

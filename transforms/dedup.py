@@ -31,43 +31,14 @@ from apache_beam.transforms.userstate import SetStateSpec, TimerSpec, on_timer
 from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.timestamp import Timestamp
 
-from transforms.lateness import shard_of
+from pipelines.config import StreamConfig
 from transforms.packed import pack, unpack
+from transforms.records import event_id_hashes, event_id_shard
 
-DEFAULT_SHARDS = 16
-DEFAULT_BUCKET_SECONDS = 60
-DEFAULT_SHARDS_PER_BUCKET = 64
+DEFAULT_SHARDS = 16  # a replay's shuffle
 # The copy that counts: the earliest click_ts, then the earliest ingestion; the rest only break ties.
 FIRST_COPY_ORDER = [(name, "ascending", "at_start")
                     for name in ("event_id", "click_ts", "receive_ts", "ad_id", "country", "user_id", "ip")]
-_TAIL_BYTES = 16
-
-
-def _mix(h: np.ndarray) -> np.ndarray:
-    """splitmix64's finalizer: every input bit moves every output bit."""
-    h = (h ^ (h >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    h = (h ^ (h >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return h ^ (h >> np.uint64(31))
-
-
-def stable_hash(strings) -> np.ndarray:
-    """A 64-bit hash of each non-null string, the same in every process and run.
-
-    Python's hash() is salted per process, so it cannot route a key to a shard.
-    This one mixes the length and the last 16 bytes (where ids differ: sequence
-    numbers, random suffixes), all in Arrow and numpy. Equal strings always
-    hash equal, which is all that correctness needs; the rest is balance.
-    """
-    if isinstance(strings, pa.ChunkedArray):
-        strings = strings.combine_chunks()
-    data = pc.cast(strings, pa.binary())
-    tail = pc.binary_slice(data, -_TAIL_BYTES)
-    padded = pc.binary_slice(pc.binary_join_element_wise(tail, pa.scalar(b"\0" * _TAIL_BYTES), b""), 0, _TAIL_BYTES)
-    fixed = pc.cast(padded, pa.binary(_TAIL_BYTES))
-    words = np.frombuffer(fixed.buffers()[1], dtype=np.uint64)[fixed.offset * 2:(fixed.offset + len(fixed)) * 2]
-    words = words.reshape(-1, 2)
-    lengths = pc.binary_length(data).to_numpy(zero_copy_only=False).astype(np.uint64)
-    return _mix(_mix(words[:, 0] ^ lengths) ^ words[:, 1])
 
 
 class _ShardByEventId(beam.DoFn):
@@ -91,7 +62,7 @@ class _ShardByEventId(beam.DoFn):
     def process(self, clicks: pa.Table):
         if self._columns is not None:
             clicks = clicks.select(["event_id"] + [name for name in self._columns if name != "event_id"])
-        shard_of_row = stable_hash(clicks["event_id"]) % np.uint64(self._shards)
+        shard_of_row = event_id_hashes(clicks["event_id"]) % np.uint64(self._shards)
         for shard in np.unique(shard_of_row).tolist():
             packed = pack(clicks.take(np.flatnonzero(shard_of_row == shard)))
             if self._spill_dir is None:
@@ -219,7 +190,8 @@ class DedupByEventId(beam.PTransform):
     """
 
     def __init__(self, ttl_seconds: Optional[int] = None, shards: int = DEFAULT_SHARDS,
-                 bucket_seconds: float = DEFAULT_BUCKET_SECONDS, shards_per_bucket: int = DEFAULT_SHARDS_PER_BUCKET,
+                 bucket_seconds: float = StreamConfig.dedup_bucket_seconds,
+                 shards_per_bucket: int = StreamConfig.dedup_shards_per_bucket,
                  per_key: bool = False, columns: Optional[Sequence[str]] = None, spill_dir: Optional[str] = None):
         super().__init__()
         self._ttl_seconds = ttl_seconds
@@ -239,7 +211,7 @@ class DedupByEventId(beam.PTransform):
             bucket_ms, shards = self._bucket_ms, self._shards_per_bucket
 
             def bucket_and_shard(click):
-                return (click.click_ts - click.click_ts % bucket_ms, shard_of(click.event_id, shards)), click
+                return (click.click_ts - click.click_ts % bucket_ms, event_id_shard(click.event_id, shards)), click
 
             return (
                 clicks

@@ -22,9 +22,7 @@ A bounded input (a replay) has nothing late: its watermark moves only after
 all of it is read.
 """
 
-import datetime
 import math
-import zlib
 from typing import Any, Tuple
 
 import apache_beam as beam
@@ -35,26 +33,18 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP, Timestamp
 
+from pipelines.config import StreamConfig
 from transforms.parse import VALID
-from transforms.records import Click
+from transforms.records import epoch_ms_to_iso, event_id_shard
 from transforms.set_aside import TOO_LATE, set_aside
 
 PROBE_STEP_MS = 1_000
-DEFAULT_SHARDS = 8
 _FLOOR_MS = math.ceil(MIN_TIMESTAMP.micros / 1_000_000) * 1_000  # whole seconds, so probes land on them
 _CEILING_MS = GlobalWindow().max_timestamp().micros // 1_000
 
 
 def _iso(epoch_ms: int) -> str:
-    if epoch_ms <= _FLOOR_MS:
-        return "the start"
-    moment = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc) + datetime.timedelta(milliseconds=epoch_ms)
-    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def shard_of(event_id: str, shards: int) -> int:
-    """A shard that is the same in every process (Python's hash() is salted per process)."""
-    return zlib.crc32(event_id.encode("utf-8", "surrogatepass")) % shards
+    return "the start" if epoch_ms <= _FLOOR_MS else epoch_ms_to_iso(epoch_ms)
 
 
 def _arm(probe, horizon_ms: int) -> None:
@@ -117,7 +107,7 @@ class SetAsideTooLate(beam.PTransform):
     """Clicks (stamped with click_ts) -> clicks in time (main output `valid`) and too-late
     DeadLetters (output `too_late`), judged per `shards` keys by event_id."""
 
-    def __init__(self, window_seconds: int, allowed_lateness_seconds: int, shards: int = DEFAULT_SHARDS):
+    def __init__(self, window_seconds: int, allowed_lateness_seconds: int, shards: int = StreamConfig.lateness_shards):
         super().__init__()
         self._window_seconds = window_seconds
         self._allowed_lateness_seconds = allowed_lateness_seconds
@@ -127,7 +117,7 @@ class SetAsideTooLate(beam.PTransform):
         if clicks.is_bounded:
             return clicks | "NothingIsLate" >> beam.ParDo(_NothingIsLate()).with_outputs(TOO_LATE, main=VALID)
         shards = self._shards
-        keyed = clicks | "KeyByShard" >> beam.Map(lambda click: (shard_of(click.event_id, shards), click))
+        keyed = clicks | "KeyByShard" >> beam.Map(lambda click: (event_id_shard(click.event_id, shards), click))
         boot = (clicks.pipeline
                 | "Impulse" >> beam.Impulse()
                 | "BootShards" >> beam.FlatMap(lambda _: [(shard, None) for shard in range(shards)]))

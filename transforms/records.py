@@ -1,10 +1,18 @@
-"""The records that flow through the DAG.
+"""The contract every layer shares: the records that flow through the DAG, the click's Arrow
+schema, the aggregate rows a sink takes, filter texts, times and the event-id hash.
 
-They are NamedTuples so that they pickle small, compare by value in tests and
-carry their field names into dead letters and the raw archive.
+Each of these facts is defined here once; sources, transforms, sinks, serving and the launchers
+import it. Plain Python, Arrow and numpy, no Beam: the parse workers import it (through
+`transforms.validation`) without Beam. The records are NamedTuples so that they pickle small,
+compare by value in tests and carry their field names into dead letters and the raw archive.
 """
 
-from typing import NamedTuple, Optional, Sequence, Tuple, Union
+import datetime
+from typing import Iterable, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 MINUTE_MS = 60_000
 BATCH_SIZE = 50_000  # records in a batch of bounded input
@@ -37,6 +45,11 @@ class Click(NamedTuple):
     ip: Optional[str] = None
     country: Optional[str] = None
     receive_ts: Optional[int] = None
+
+
+# A batch of clicks (a replay's, the raw archive's Parquet): Click's fields, in its order.
+CLICK_SCHEMA = pa.schema(list(zip(Click._fields, (
+    pa.string(), pa.string(), pa.int64(), pa.string(), pa.string(), pa.string(), pa.int64()))))
 
 
 class DeadLetter(NamedTuple):
@@ -72,6 +85,14 @@ class FilterCount(NamedTuple):
 class TopAds(NamedTuple):
     """The most clicked ads of one minute: (ad_id, clicks), best first."""
     window_start: int
+    ranking: tuple
+
+
+class SlidingTopAds(NamedTuple):
+    """The top ads of the `minutes` minutes that end (exclusive) at `window_end` (epoch ms):
+    (ad_id, clicks), best first."""
+    window_end: int
+    minutes: int
     ranking: tuple
 
 
@@ -135,3 +156,117 @@ def rows(element, row_type):
         yield element
     else:
         yield from map(row_type._make, zip(*(element.column(name).to_pylist() for name in row_type._fields)))
+
+
+# Filters: a click's values of a combination of dimensions, as text (`country=US,user_id=u1`).
+FILTER_DIMENSIONS = ("country", "ip", "user_id")
+UNKNOWN = "unknown"  # the value of a dimension a click does not have
+SET_JOIN = "+"  # dimensions of one combination ("dimension set"), as --filters joins them
+
+
+def filter_text(values: Mapping[str, str]) -> str:
+    """The filter text of {dimension: value}: `dimension=value` parts in the dimensions' order, joined by ','."""
+    return ",".join(f"{name}={values[name]}" for name in sorted(values))
+
+
+def click_filter_text(click, dimensions: Iterable[str]) -> str:
+    """`filter_text` of a click (any object with the dimensions as attributes) for a combination."""
+    return filter_text({name: getattr(click, name) or UNKNOWN for name in dimensions})
+
+
+def filter_text_column(clicks: pa.Table, dimensions: Sequence[str]) -> pa.ChunkedArray:
+    """`click_filter_text` of every row of a batch, in Arrow."""
+    parts = [pc.binary_join_element_wise(f"{name}=", pc.fill_null(clicks[name], UNKNOWN), "")
+             for name in sorted(dimensions)]
+    return parts[0] if len(parts) == 1 else pc.binary_join_element_wise(*parts, ",")
+
+
+def dimension_set(dimensions: Iterable[str]) -> str:
+    return SET_JOIN.join(sorted(dimensions))
+
+
+def dimension_set_of(text: str) -> str:
+    """`country=US,user_id=u1` -> `country+user_id`. Dimensions are sorted in a filter text and only
+    the last one, user_id, takes free text (which may hold ',' or '='), so a part starts a dimension
+    only if it names a known one later than the last."""
+    names = []
+    for part in text.split(","):
+        name, equals, _ = part.partition("=")
+        if equals and name in FILTER_DIMENSIONS and (not names or name > names[-1]):
+            names.append(name)
+    return SET_JOIN.join(names)
+
+
+# Times: epoch milliseconds (UTC) everywhere; ISO-8601 with a zone where people read or write them.
+EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+ONE_MS = datetime.timedelta(milliseconds=1)
+MAX_ISO_LENGTH = 64  # a longer text is no timestamp (and is not parsed)
+
+
+class NoTimeZone(ValueError):
+    """An ISO-8601 time without a zone: it names no moment."""
+
+
+def iso_to_epoch_ms(text: str) -> int:
+    """Epoch ms of an ISO-8601 time with a zone, truncated like epoch ms (59.9996 s is still second 59).
+    Raises NoTimeZone for a time without a zone, ValueError for any other text."""
+    if len(text) > MAX_ISO_LENGTH:
+        raise ValueError(f"longer than {MAX_ISO_LENGTH} characters")
+    moment = datetime.datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        raise NoTimeZone("no time zone")
+    return (moment - EPOCH) // ONE_MS
+
+
+def epoch_ms_to_iso(epoch_ms: int) -> str:
+    """`2026-01-01T00:00:00.000Z`: the UTC text of an epoch-ms time, to the millisecond."""
+    return (EPOCH + epoch_ms * ONE_MS).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# The event-id hash: which shard a click's event_id goes to, the same in every process and run
+# (Python's hash() is salted per process). One hash, two forms that agree: per click for a
+# stream, per Arrow column for a replay.
+_TAIL_BYTES = 16
+_MASK64 = (1 << 64) - 1
+_MIX = (30, 0xBF58476D1CE4E5B9, 27, 0x94D049BB133111EB, 31)  # splitmix64's finalizer
+
+
+def _mix(h: int) -> int:
+    h = ((h ^ (h >> _MIX[0])) * _MIX[1]) & _MASK64
+    h = ((h ^ (h >> _MIX[2])) * _MIX[3]) & _MASK64
+    return h ^ (h >> _MIX[4])
+
+
+def _mix_array(h: np.ndarray) -> np.ndarray:
+    h = (h ^ (h >> np.uint64(_MIX[0]))) * np.uint64(_MIX[1])
+    h = (h ^ (h >> np.uint64(_MIX[2]))) * np.uint64(_MIX[3])
+    return h ^ (h >> np.uint64(_MIX[4]))
+
+
+def event_id_hash(event_id: str) -> int:
+    """A 64-bit hash of an event_id: its UTF-8 length and its last 16 bytes (where ids differ:
+    sequence numbers, random suffixes), mixed so that every input bit moves every output bit.
+    Equal ids always hash equal, which is all that correctness needs; the rest is balance."""
+    data = event_id.encode("utf-8", "surrogatepass")
+    tail = (data[-_TAIL_BYTES:] + bytes(_TAIL_BYTES))[:_TAIL_BYTES]
+    low, high = int.from_bytes(tail[:8], "little"), int.from_bytes(tail[8:], "little")
+    return _mix(_mix(low ^ len(data)) ^ high)
+
+
+def event_id_hashes(event_ids) -> np.ndarray:
+    """`event_id_hash` of each string of an Arrow array or chunked array (no nulls), in Arrow and numpy."""
+    if isinstance(event_ids, pa.ChunkedArray):
+        event_ids = event_ids.combine_chunks()
+    data = pc.cast(event_ids, pa.binary())
+    tail = pc.binary_slice(data, -_TAIL_BYTES)
+    padded = pc.binary_slice(pc.binary_join_element_wise(tail, pa.scalar(bytes(_TAIL_BYTES)), b""), 0, _TAIL_BYTES)
+    fixed = pc.cast(padded, pa.binary(_TAIL_BYTES))
+    words = np.frombuffer(fixed.buffers()[1], dtype="<u8")[fixed.offset * 2:(fixed.offset + len(fixed)) * 2]
+    words = words.reshape(-1, 2)
+    lengths = pc.binary_length(data).to_numpy(zero_copy_only=False).astype(np.uint64)
+    return _mix_array(_mix_array(words[:, 0] ^ lengths) ^ words[:, 1])
+
+
+def event_id_shard(event_id: str, shards: int) -> int:
+    """The shard (0..shards-1) of one event_id: that of `event_id_hashes` for its column."""
+    return event_id_hash(event_id) % shards

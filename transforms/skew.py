@@ -9,29 +9,20 @@ timestamp) is the stream's own clock: a click whose click_ts is more than
 A click without a receive time (a raw log without one) is not judged.
 """
 
-import datetime
-
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.metrics.metric import Metrics
 
 from transforms.parse import VALID
-from transforms.records import Click
+from transforms.records import Click, epoch_ms_to_iso
 from transforms.set_aside import SKEWED, set_aside
-
-DEFAULT_MAX_SKEW_SECONDS = 300
-
-
-def _iso(epoch_ms: int) -> str:
-    moment = datetime.datetime.fromtimestamp(epoch_ms / 1000, datetime.timezone.utc)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def skew_detail(click: Click, max_skew_seconds: int) -> str:
     ahead = (click.click_ts - click.receive_ts) / 1000
-    return (f"click_ts {_iso(click.click_ts)} is {ahead:,.0f} s ahead of its receive time "
-            f"{_iso(click.receive_ts)} (max skew {max_skew_seconds} s)")
+    return (f"click_ts {epoch_ms_to_iso(click.click_ts)} is {ahead:,.0f} s ahead of its receive time "
+            f"{epoch_ms_to_iso(click.receive_ts)} (max skew {max_skew_seconds} s)")
 
 
 class _SplitSkewedFn(beam.DoFn):
@@ -68,7 +59,7 @@ class _SplitSkewedFn(beam.DoFn):
 class SetAsideSkewed(beam.PTransform):
     """Clicks -> timely clicks (main output `valid`) and skewed DeadLetters (output `skewed`)."""
 
-    def __init__(self, max_skew_seconds: int = DEFAULT_MAX_SKEW_SECONDS):
+    def __init__(self, max_skew_seconds: int):
         super().__init__()
         if max_skew_seconds < 0:
             raise ValueError("max_skew_seconds must be >= 0")

@@ -6,21 +6,13 @@ count; the latest (largest) is its count for that minute, and the ad's total is
 the sum over the M minutes. A replay has one final count per ad and minute.
 """
 
-from typing import NamedTuple
-
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.transforms.window import SlidingWindows
 
+from transforms.records import SlidingTopAds
 from transforms.windowing import stream_windowing
-
-
-class SlidingTopAds(NamedTuple):
-    """The top ads of the `minutes` minutes that end (exclusive) at `window_end` (epoch ms): (ad_id, clicks), best first."""
-    window_end: int
-    minutes: int
-    ranking: tuple
 
 
 class TopOverMinutesFn(beam.CombineFn):

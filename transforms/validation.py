@@ -19,7 +19,19 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pycountry
 
-from transforms.records import MAX_RECORD_BYTES, Click, DeadLetter, RawBatch, RawLines, RawRecord
+from transforms.records import (
+    CLICK_SCHEMA,
+    EPOCH,
+    MAX_RECORD_BYTES,
+    ONE_MS,
+    Click,
+    DeadLetter,
+    NoTimeZone,
+    RawBatch,
+    RawLines,
+    RawRecord,
+    iso_to_epoch_ms,
+)
 
 MAX_ID_LENGTH = 256
 MAX_OPTIONAL_LENGTH = 256
@@ -28,8 +40,6 @@ MAX_CLICK_TS = 4_102_444_800_000  # 2100-01-01T00:00:00Z (exclusive)
 DEAD_LETTER_PREFIX_BYTES = 1024
 
 COUNTRY_CODES = frozenset(c.alpha_2 for c in pycountry.countries)
-EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
-ONE_MS = datetime.timedelta(milliseconds=1)
 LARGEST_INT = 2 ** 63  # orjson reads integers beyond 64 bits as floats
 JSON_WHITESPACE = b" \t\r"  # (and the newline that ends a line): a line of nothing else is an empty line
 ARROW_UNIT_MS = {"ms": 1, "us": 1_000, "ns": 1_000_000}  # a Parquet timestamp's units in a millisecond
@@ -38,11 +48,6 @@ ARROW_UNIT_MS = {"ms": 1, "us": 1_000, "ns": 1_000_000}  # a Parquet timestamp's
 # lowercase IPv6 groups, none zero, none zero-padded); any other address is normalized row by row.
 CANONICAL_IP = (r"^(((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
                 r"|([1-9a-f][0-9a-f]{0,3}:){7}[1-9a-f][0-9a-f]{0,3})$")
-
-CLICK_SCHEMA = pa.schema([
-    ("event_id", pa.string()), ("ad_id", pa.string()), ("click_ts", pa.int64()), ("user_id", pa.string()),
-    ("ip", pa.string()), ("country", pa.string()), ("receive_ts", pa.int64())])
-
 
 class Malformed(NamedTuple):
     """Why a record is not a click: a stable reason code and a readable detail."""
@@ -90,15 +95,12 @@ def _click_ts(record: dict) -> int:
         raise _Invalid("wrong_type", "click_ts must be epoch ms (integer), ISO-8601 or a timestamp, "
                                      f"got {type(value).__name__}")
     if isinstance(value, str):
-        if len(value) > 64:
-            raise _Invalid("bad_timestamp", "click_ts is not an ISO-8601 timestamp")
         try:
-            parsed = datetime.datetime.fromisoformat(value)
+            value = iso_to_epoch_ms(value)
+        except NoTimeZone:
+            raise _Invalid("bad_timestamp", "click_ts has no time zone") from None
         except ValueError:
             raise _Invalid("bad_timestamp", "click_ts is not an ISO-8601 timestamp") from None
-        if parsed.tzinfo is None:
-            raise _Invalid("bad_timestamp", "click_ts has no time zone")
-        value = (parsed - EPOCH) // ONE_MS  # truncated like epoch ms: 59.9996 s is still second 59
     if not MIN_CLICK_TS <= value < MAX_CLICK_TS:
         raise _Invalid("out_of_range", "click_ts must be from 2000-01-01 to 2100-01-01 UTC")
     return value
