@@ -43,22 +43,43 @@ def at_least(minimum: int):
     return integer
 
 
-def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
+STREAM_ONLY = ("--allowed-lateness-seconds", "--early-firing-seconds", "--hot-key-fanout")
+
+
+def add_pipeline_arguments(parser: argparse.ArgumentParser, stream: bool) -> None:
+    """The DAG's settings; the ones that shape panes and triggers only where they mean something, a stream."""
     window, aggregates = WindowConfig(), AggregateConfig()
     group = parser.add_argument_group("windowing and aggregates")
     group.add_argument("--window-seconds", type=_window_seconds, default=window.size_seconds,
-                       help="event-time window size, a divisor of 60; a sink holds one size (default: 60)")
-    group.add_argument("--allowed-lateness-seconds", type=at_least(0), default=window.allowed_lateness_seconds)
-    group.add_argument("--early-firing-seconds", type=at_least(0), default=window.early_firing_seconds,
-                       help="processing-time interval of early panes; 0 for none")
+                       help="event-time window size, a divisor of 60; a sink holds one size (default: %(default)s)")
     group.add_argument("--filters", default="country", type=_dimension_sets,
                        help="filter dimensions: combinations joined by ';', dimensions by '+' (default: country)")
-    group.add_argument("--top-n", type=at_least(1), default=aggregates.top_n)
+    group.add_argument("--top-n", type=at_least(1), default=aggregates.top_n,
+                       help="ads ranked per minute and per sliding window (default: %(default)s)")
     group.add_argument("--top-sliding-minutes", type=at_least(0), default=aggregates.sliding_minutes,
-                       help="also rank the top N over the last M minutes, every minute; 0 for none (default: 5)")
-    group.add_argument("--hot-key-fanout", type=at_least(1), default=aggregates.hot_key_fanout)
+                       help="also rank the top N over the last M minutes, every minute; 0 for none "
+                            "(default: %(default)s)")
     group.add_argument("--max-skew-seconds", type=at_least(0), default=PipelineConfig().max_skew_seconds,
-                       help="set aside clicks stamped further ahead of their receive time (default: 300)")
+                       help="set aside clicks stamped further ahead of their receive time (default: %(default)s)")
+    if not stream:  # a replay's windows get one final pane each: these keep their defaults
+        parser.set_defaults(allowed_lateness_seconds=window.allowed_lateness_seconds,
+                            early_firing_seconds=window.early_firing_seconds,
+                            hot_key_fanout=aggregates.hot_key_fanout)
+        return
+    group.add_argument("--allowed-lateness-seconds", type=at_least(0), default=window.allowed_lateness_seconds,
+                       help="late panes for this long after the watermark passes a window (default: %(default)s)")
+    group.add_argument("--early-firing-seconds", type=at_least(0), default=window.early_firing_seconds,
+                       help="processing-time interval of early panes; 0 for none (default: %(default)s)")
+    group.add_argument("--hot-key-fanout", type=at_least(1), default=aggregates.hot_key_fanout,
+                       help="partial sums a per-ad count is spread over (default: %(default)s)")
+
+
+def refuse_stream_only(prog: str, beam_args) -> None:
+    """A stream's trigger settings given to a replay would fall through to Beam, which ignores them: refuse."""
+    given = sorted({arg.split("=")[0] for arg in beam_args} & set(STREAM_ONLY))
+    if given:
+        raise SystemExit(f"{prog}: {', '.join(given)} shape a stream's panes; a replay has one final pane per "
+                         "window: leave them out")
 
 
 def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
