@@ -21,9 +21,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from pipelines.click_pipeline import build_pipeline
-from runners import direct_fixes
-from runners import options as cli_options
-from runners import prism
+from runners import direct_fixes, options as cli_options, prism
 from runners.output_paths import output_errors
 from runners.summary import counters, format_summary, restatement_summary, summarize
 from sinks import SQLITE_SCHEME, sink_for, sqlite_path
@@ -51,11 +49,11 @@ def parser() -> argparse.ArgumentParser:
                         help="JSON-lines file for malformed records (default: %(default)s)")
     parser.add_argument("--summary", metavar="PATH", help="also write the run summary as JSON here")
     parser.add_argument("--parse-processes", type=cli_options.at_least(0), metavar="N",
-                        help="worker processes that parse and validate (default: one per core on the DirectRunner, "
-                             "whose runner works in one process; none elsewhere, where workers are the parallelism)")
+                        help="worker processes that parse and validate (default: one per core on the DirectRunner "
+                             "and Prism, whose Python runs here; none elsewhere, where workers are the parallelism)")
     parser.add_argument("--spill-dir", metavar="DIR",
                         help="where the dedup shuffle waits in files, removed after the run (default: a temporary "
-                             "directory on the DirectRunner, which would hold it in memory; none elsewhere)")
+                             "directory on the DirectRunner and Prism, which would hold it in memory; none elsewhere)")
     cli_options.add_pipeline_arguments(parser, stream=False)
     return parser
 
@@ -64,16 +62,21 @@ def is_local(options: PipelineOptions) -> bool:
     return options.view_as(StandardOptions).runner in (None, "DirectRunner", "SwitchingDirectRunner")
 
 
+def on_this_machine(options: PipelineOptions) -> bool:
+    """The DirectRunner's and Prism's workers run on this machine (Prism's Python in LOOPBACK, in this process)."""
+    return is_local(options) or prism.is_prism(options)
+
+
 def parse_processes(args: argparse.Namespace, options: PipelineOptions) -> int:
     if args.parse_processes is not None:
         return args.parse_processes
-    return os.cpu_count() or 1 if is_local(options) else 0
+    return os.cpu_count() or 1 if on_this_machine(options) else 0
 
 
 @contextlib.contextmanager
 def spill_dir(args: argparse.Namespace, options: PipelineOptions):
     """The dedup shuffle's directory for this run (None: in the runner), removed when the run ends."""
-    if args.spill_dir is None and not is_local(options):
+    if args.spill_dir is None and not on_this_machine(options):
         yield None
         return
     path = FileSystems.join(args.spill_dir, f"adclick-spill-{uuid.uuid4().hex}") if args.spill_dir else (
