@@ -1,14 +1,17 @@
-"""Shared test helpers. Server fixtures live in tests/servers/, one module per server."""
-
-import socket
+"""Every test module's fixtures, registered once: the servers' (tests/servers/) and the shared sink cases'."""
 
 import pytest
 
+from tests.servers import free_port
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+pytest_plugins = [
+    "tests.servers.bigtable",
+    "tests.servers.chromium",
+    "tests.servers.kafka",
+    "tests.servers.pubsub",
+    "tests.serving_cases",
+    "tests.sink_cases",
+]
 
 
 @pytest.fixture

@@ -7,9 +7,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from serving.api import create_app
 from serving.store import open_store
-from tests.serving_cases import (  # noqa: F401 (fixtures)
-    ADS, MINUTE, T0, TOP_N, expected_clicks, expected_per_minute, expected_top, loaded_sink)
-from tests.servers.bigtable import bigtable_emulator  # noqa: F401 (fixture)
+from tests.serving_cases import ADS, MINUTE, T0, TOP_N, expected_clicks, expected_per_minute, expected_top
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
 

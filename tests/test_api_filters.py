@@ -9,11 +9,9 @@ import pytest
 
 from serving.api import create_app
 from serving.store import open_store
-from tests.serving_cases import expected_clicks, loaded_sink  # noqa: F401 (fixture)
 from tests.servers.api import api_server
-from tests.servers.bigtable import bigtable_emulator, bigtable_url  # noqa: F401 (fixtures)
-from tests.sink_cases import (  # noqa: F401 (fixture)
-    ADS, MINUTE, T0, expected_count, expected_top, replay_into, sink_url, write_log)
+from tests.serving_cases import expected_clicks
+from tests.sink_cases import ADS, MINUTE, T0, expected_count, expected_top, replay_into, write_log
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
 

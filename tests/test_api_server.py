@@ -11,9 +11,8 @@ import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.serving_cases import ADS, MINUTE, T0, expected_clicks, expected_top, loaded_sink  # noqa: F401
 from tests.servers.api import api_server
-from tests.servers.bigtable import bigtable_emulator  # noqa: F401 (fixture)
+from tests.serving_cases import ADS, MINUTE, T0, expected_clicks, expected_top
 
 SCHEMATHESIS = pathlib.Path(sys.executable).parent / "schemathesis"
 

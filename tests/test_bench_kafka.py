@@ -4,12 +4,11 @@ the client, the source alone and the replay; no timing asserts."""
 import pytest
 
 from benchmarks import kafka as bench_kafka
-from tests.servers.kafka import kafka_broker  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.kafka
 
 
-def test_every_record_is_read_back_three_ways(kafka_broker, capsys):  # noqa: F811
+def test_every_record_is_read_back_three_ways(kafka_broker, capsys):
     report = bench_kafka.run(["--bootstrap", kafka_broker, "--events", "500", "--partitions", "2"])
     assert report["records"] >= 500  # the generator's resends and malformed lines come on top
     for reader in ("client", "source_only", "replay"):

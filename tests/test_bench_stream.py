@@ -6,9 +6,16 @@ import math
 import pytest
 
 from benchmarks import stream as bench_stream
-from benchmarks.stream import (RUNNER_BOOKKEEPING, Step, best_rate, latencies, percentile, ramp_report, reached_times,
-                               time_by_part)
-from tests.servers.pubsub import pubsub_emulator  # noqa: F401 (fixture)
+from benchmarks.stream import (
+    RUNNER_BOOKKEEPING,
+    Step,
+    best_rate,
+    latencies,
+    percentile,
+    ramp_report,
+    reached_times,
+    time_by_part,
+)
 
 A, B = ("ad-a", 0), ("ad-b", 0)
 
@@ -77,7 +84,7 @@ def test_profile_time_goes_to_the_outermost_named_part():
 
 @pytest.mark.pubsub
 @pytest.mark.slow
-def test_a_short_run_counts_every_click(pubsub_emulator, capsys):  # noqa: F811
+def test_a_short_run_counts_every_click(pubsub_emulator, capsys):
     report = bench_stream.run(["--events", "100", "--rates", "4", "--seconds-per-rate", "5",
                                "--drain-seconds", "120"])
     for phase in ("source_only", "full_dag"):

@@ -12,7 +12,7 @@ from loadgen.generator import GeneratorConfig, write_log
 from runners import replay
 from sinks.bigtable import COUNTS, MAX_MINUTE, META_ROW, TOP, parse_ad_key, parse_minute_key, parse_top_key
 from tests.servers.api import api_server
-from tests.servers.bigtable import all_cells, bigtable_emulator, bigtable_url  # noqa: F401 (fixtures)
+from tests.servers.bigtable import all_cells
 
 pytestmark = [pytest.mark.bigtable, pytest.mark.slow]
 CONFIG = GeneratorConfig(events=4_000, seed=23, ads=300, minutes=6, duplicate_rate=0.08, late_rate=0.05,

@@ -4,14 +4,27 @@ import collections
 import datetime
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from sinks import bigtable_table
 from sinks.bigtable import (
-    SALT_BUCKETS, TableRef, ad_key, ad_range, decode_count, decode_ranking, encode_count, encode_ranking,
-    minute_key, minute_ranges, parse_ad_key, parse_minute_key, parse_top_key, top_key, top_sliding_key,
-    window_version)
+    SALT_BUCKETS,
+    TableRef,
+    ad_key,
+    ad_range,
+    decode_count,
+    decode_ranking,
+    encode_count,
+    encode_ranking,
+    minute_key,
+    minute_ranges,
+    parse_ad_key,
+    parse_minute_key,
+    parse_top_key,
+    top_key,
+    top_sliding_key,
+    window_version,
+)
 
 T0 = 1_767_225_600_000
 MINUTE = 60_000

@@ -26,7 +26,7 @@ from loadgen.generator import GeneratorConfig, write_log
 from runners import replay
 from sources import files
 from sources.files import ReadRawLogs, read_json_lines
-from tests.test_generator import spec_click
+from tests.spec_reading import spec_click
 from transforms.parse import DEAD_LETTER, ParseClicks
 from transforms.records import Click, DeadLetter, RawLines, rows
 

@@ -10,9 +10,8 @@ import pytest
 
 from sinks import sink_for
 from sinks.sqlite import connect, write_rows
-from tests.serving_cases import MINUTE, T0, expected_per_minute, expected_top, load
 from tests.servers.api import api_server
-from tests.servers.chromium import page  # noqa: F401 (fixture)
+from tests.serving_cases import MINUTE, T0, expected_per_minute, expected_top, load
 from transforms.records import AdCount, TopAds
 
 pytestmark = pytest.mark.browser

@@ -8,7 +8,6 @@ from loadgen.generator import GeneratorConfig
 from loadgen.publish import KafkaPublisher, emissions_around_now, publish
 from runners import replay
 from sources.kafka import parse_kafka_url
-from tests.servers.kafka import kafka_broker, kafka_topic  # noqa: F401 (fixtures)
 from tests.stream_truth import clicks_per_minute, sink_clicks_per_minute, sink_tables
 
 pytestmark = pytest.mark.kafka

@@ -17,14 +17,13 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.utils.windowed_value import WindowedValue
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
-from tests.test_generator import spec_click
+from tests.spec_reading import spec_click
 from transforms import parse
 from transforms.parse import DEAD_LETTER, ParseBatchFn, ParseClickFn, ParseClicks, start_workers
-from transforms.validation import DEAD_LETTER_PREFIX_BYTES, Malformed, validate
 from transforms.records import Click, DeadLetter, RawBatch, RawLines, RawRecord, rows
+from transforms.validation import DEAD_LETTER_PREFIX_BYTES, Malformed, validate
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 FIRST_MS = 946_684_800_000  # 2000-01-01T00:00:00Z, the first valid instant

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from tests.servers.pubsub import PROJECT, pubsub_emulator  # noqa: F401 (fixtures)
+from tests.servers.pubsub import PROJECT
 
 pytestmark = pytest.mark.pubsub
 

@@ -14,18 +14,16 @@ import sys
 import time
 from pathlib import Path
 
-import orjson
 import pyarrow.parquet as pq
 import pytest
 
 from loadgen.generator import GeneratorConfig
 from loadgen.publish import PubSubPublisher, emissions_around_now, publish
 from runners import replay
-from tests.servers.pubsub import pubsub_emulator, pubsub_topic  # noqa: F401 (fixtures)
+from tests.pubsub_cases import odd_clicks, wait_for
 from tests.stream_truth import MINUTE_MS, clicks_per_minute, sink_clicks_per_minute, sink_tables
 
 pytestmark = pytest.mark.pubsub
-DRAIN_SECONDS = 300
 
 
 def dead_letter_reasons(directory: Path) -> dict:
@@ -39,21 +37,6 @@ def dead_letter_reasons(directory: Path) -> dict:
 
 def archived_rows(root: Path) -> int:
     return sum(pq.read_metadata(path).num_rows for path in glob.glob(str(root / "*" / "*.parquet")))
-
-
-def wait_for(condition, what: str, seconds: float = DRAIN_SECONDS, detail=lambda: ""):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(1)
-    raise AssertionError(f"timed out waiting for {what} {detail()}")
-
-
-def odd_clicks(now_ms: int, hours: float, count: int, prefix: str):
-    """Valid clicks stamped `hours` from now (a phone ahead of time, or a click that comes far too late)."""
-    return [orjson.dumps({"event_id": f"{prefix}-{i}", "ad_id": "ad-odd", "click_ts": now_ms + int(hours * 3600_000),
-                          "country": "US"}) for i in range(count)]
 
 
 def test_stream_equals_the_truth_and_the_replayed_archive(pubsub_topic, tmp_path):

@@ -3,9 +3,16 @@
 import pytest
 
 from serving.store import open_store
-from tests.serving_cases import (  # noqa: F401 (fixtures)
-    ADS, MINUTE, SLIDING_MINUTES, T0, TOP_N, expected_clicks, expected_per_minute, expected_top, loaded_sink)
-from tests.servers.bigtable import bigtable_emulator  # noqa: F401 (fixture)
+from tests.serving_cases import (
+    ADS,
+    MINUTE,
+    SLIDING_MINUTES,
+    T0,
+    TOP_N,
+    expected_clicks,
+    expected_per_minute,
+    expected_top,
+)
 
 RANGES = [(T0, T0 + MINUTE), (T0 + MINUTE, T0 + 2 * MINUTE), (T0, T0 + 5 * MINUTE), (T0 + 2 * MINUTE, T0 + 3 * MINUTE),
           (T0 - 10 * MINUTE, T0 + 10 * MINUTE), (T0, T0)]

@@ -10,12 +10,22 @@ import pytest
 from runners import replay, stream
 from serving.api import create_app
 from serving.store import open_store
+from tests.servers.bigtable import all_cells
 from tests.serving_cases import load
-from tests.servers.bigtable import all_cells, bigtable_emulator, bigtable_url  # noqa: F401 (fixtures)
-from tests.servers.pubsub import pubsub_emulator, pubsub_topic  # noqa: F401 (fixtures)
-from tests.sink_cases import (  # noqa: F401 (fixture)
-    HALF, MINUTE, MINUTES, PLAIN_ADS, T0, events, expected_count, expected_top, minute_of, replay_into, sink_url,
-    sqlite_meta, write_log)
+from tests.sink_cases import (
+    HALF,
+    MINUTE,
+    MINUTES,
+    PLAIN_ADS,
+    T0,
+    events,
+    expected_count,
+    expected_top,
+    minute_of,
+    replay_into,
+    sqlite_meta,
+    write_log,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
 
@@ -24,6 +34,7 @@ def tables(url):
     """Everything the sink holds, to compare before and after a refused run."""
     if url.startswith("sqlite:"):
         import sqlite3
+
         from sinks import sqlite_path
         with sqlite3.connect(sqlite_path(url)) as connection:
             return {table: sorted(connection.execute(f"SELECT * FROM {table}")) for table in (

@@ -8,10 +8,8 @@ import sys
 
 import pytest
 
-from tests.conftest import free_port
-from tests.servers.bigtable import bigtable_emulator, bigtable_url  # noqa: F401 (fixtures)
-from tests.servers.kafka import kafka_broker, kafka_topic  # noqa: F401 (fixtures)
-from tests.servers.pubsub import PROJECT, pubsub_emulator, pubsub_topic  # noqa: F401 (fixtures)
+from tests.servers import free_port
+from tests.servers.pubsub import PROJECT
 
 CHECK_SECONDS = 60  # the checks time out after 10 s; a command that idles is killed well before the test's timeout
 

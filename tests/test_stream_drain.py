@@ -28,9 +28,8 @@ from loadgen.generator import GeneratorConfig
 from loadgen.publish import PubSubPublisher, emissions_around_now, publish
 from runners import direct_fixes
 from sources.pubsub import ReadPubSub
-from tests.servers.pubsub import pubsub_emulator, pubsub_topic  # noqa: F401 (fixtures)
+from tests.pubsub_cases import odd_clicks, wait_for
 from tests.stream_truth import clicks_per_minute, sink_clicks_per_minute
-from tests.test_pubsub_stream import odd_clicks, wait_for
 
 pytestmark = pytest.mark.pubsub
 AHEAD_MS = 180_000  # the log's event times end this far ahead of now

@@ -7,6 +7,28 @@ import socket
 import subprocess
 import time
 
+import pytest
+
+# Set by .ci/run: a server binary that is missing fails the tests that need it instead of skipping
+# them, so that CI cannot stay green with a whole suite unrun.
+REQUIRE_SERVERS = "ADCLICK_REQUIRE_SERVERS"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def require_executable(path: str, what: str) -> None:
+    """Skips the calling test when `path` is not an executable, or fails it when REQUIRE_SERVERS is set."""
+    if os.access(path, os.X_OK):
+        return
+    message = f"{what} is not installed at {path} (make system-deps)"
+    if os.environ.get(REQUIRE_SERVERS, "") not in ("", "0"):
+        pytest.fail(f"{message}; {REQUIRE_SERVERS} is set, so a missing server fails the run", pytrace=False)
+    pytest.skip(message)
+
 
 def start_listening(command, port: int, name: str, timeout: float = 60) -> subprocess.Popen:
     """Starts `command` in its own process group and waits until 127.0.0.1:port accepts connections.

@@ -9,7 +9,7 @@ import time
 
 import httpx
 
-from tests.conftest import free_port
+from tests.servers import free_port
 
 
 @contextlib.contextmanager

@@ -7,8 +7,7 @@ import subprocess
 
 import pytest
 
-from tests.conftest import free_port
-from tests.servers import environment, start_listening, stop_group
+from tests.servers import environment, free_port, require_executable, start_listening, stop_group
 
 CBTEMULATOR = (shutil.which("cbtemulator")
                or "/usr/lib/google-cloud-sdk/platform/bigtable-emulator/cbtemulator")
@@ -18,8 +17,7 @@ _tables = itertools.count()
 
 def start_emulator(port: int) -> subprocess.Popen:
     """Starts cbtemulator on 127.0.0.1:port and waits until it accepts connections."""
-    if not os.access(CBTEMULATOR, os.X_OK):
-        pytest.skip("cbtemulator not installed (Debian package google-cloud-cli-bigtable-emulator)")
+    require_executable(CBTEMULATOR, "cbtemulator (Debian package google-cloud-cli-bigtable-emulator)")
     return start_listening([CBTEMULATOR, "-host", "127.0.0.1", "-port", str(port)], port, "cbtemulator", 20)
 
 

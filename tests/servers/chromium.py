@@ -1,8 +1,8 @@
 """Debian's headless Chromium driven by Playwright, with a fresh profile; never a downloaded browser."""
 
-import os
-
 import pytest
+
+from tests.servers import require_executable
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -12,8 +12,7 @@ FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--
 @pytest.fixture
 def page(tmp_path):
     """A Playwright page in headless Chromium; console errors are collected in `page.console_errors`."""
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.skip("Debian's chromium is not installed (make system-deps)")
+    require_executable(CHROMIUM, "Debian's chromium")
     from playwright.sync_api import sync_playwright
     with sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(

@@ -10,8 +10,7 @@ import os
 import pytest
 
 from runners import broker
-from tests.conftest import free_port
-from tests.servers import stop_group
+from tests.servers import free_port, stop_group
 
 _names = itertools.count()
 

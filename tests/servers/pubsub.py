@@ -7,8 +7,7 @@ import subprocess
 
 import pytest
 
-from tests.conftest import free_port
-from tests.servers import environment, start_listening, stop_group
+from tests.servers import environment, free_port, require_executable, start_listening, stop_group
 
 EMULATOR = (shutil.which("cloud-pubsub-emulator")
             or "/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator")
@@ -17,8 +16,7 @@ _names = itertools.count()
 
 
 def start_emulator(port: int) -> subprocess.Popen:
-    if not os.access(EMULATOR, os.X_OK):
-        pytest.skip("Pub/Sub emulator not installed (Debian package google-cloud-cli-pubsub-emulator)")
+    require_executable(EMULATOR, "the Pub/Sub emulator (Debian package google-cloud-cli-pubsub-emulator)")
     return start_listening([EMULATOR, "--host=127.0.0.1", f"--port={port}"], port, "the Pub/Sub emulator")
 
 
