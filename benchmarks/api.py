@@ -16,7 +16,7 @@ import time
 import apache_beam as beam
 
 from sinks import sink_for
-from transforms.records import MINUTE_MS, AdCount, FilterCount, TopAds
+from transforms.records import MINUTE_MS, AdCount, Aggregates, FilterCount, TopAds
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 COUNTRIES = ("US", "IN", "BR")
@@ -40,9 +40,8 @@ def write(url: str, per_ad, per_filter, top_ads) -> float:
     sink = sink_for(url)
     started = time.monotonic()
     with beam.Pipeline() as pipeline:
-        {"per_ad": pipeline | "PerAd" >> beam.Create(per_ad),
-         "per_filter": pipeline | "PerFilter" >> beam.Create(per_filter),
-         "top_ads": pipeline | "TopAds" >> beam.Create(top_ads)} | "Sink" >> sink
+        Aggregates(pipeline | "PerAd" >> beam.Create(per_ad), pipeline | "PerFilter" >> beam.Create(per_filter),
+                   pipeline | "TopAds" >> beam.Create(top_ads)) | "Sink" >> sink
     return time.monotonic() - started
 
 

@@ -20,7 +20,6 @@ from transforms.lateness import SetAsideTooLate
 from transforms.parse import DEAD_LETTER, VALID, ParseClicks
 from transforms.set_aside import SKEWED, TOO_LATE
 from transforms.skew import SetAsideSkewed
-from transforms.sliding_top import TopAdsSliding
 from transforms.windowing import WindowClicks
 
 
@@ -51,13 +50,10 @@ def build_pipeline(
             spill_dir=config.spill_dir)
         | "Window" >> WindowClicks(
             window.size_seconds, window.allowed_lateness_seconds, window.early_firing_seconds))
-    results = clicks | "Aggregate" >> AggregateClicks(
-        aggregates.filter_dimensions, aggregates.top_n, aggregates.hot_key_fanout)
-    if aggregates.sliding_minutes:
-        results["top_ads_sliding"] = results["per_ad"] | "TopAdsSliding" >> TopAdsSliding(
-            aggregates.sliding_minutes, aggregates.top_n, window.size_seconds, window.allowed_lateness_seconds,
-            window.early_firing_seconds)
-    results | "WriteAggregates" >> sink
+    (clicks
+     | "Aggregate" >> AggregateClicks(aggregates.filter_dimensions, aggregates.top_n, aggregates.hot_key_fanout,
+                                      aggregates.sliding_minutes, window)
+     | "WriteAggregates" >> sink)
     ((parsed[DEAD_LETTER], timely[SKEWED], in_time[TOO_LATE])
      | "AllDeadLetters" >> beam.Flatten()
      | "WriteDeadLetters" >> dead_letter_sink)

@@ -1,4 +1,5 @@
-"""The edge where aggregates leave. A sink is a PTransform over the dict `AggregateClicks` returns."""
+"""The edge where aggregates leave. A sink is a PTransform over the `Aggregates` (transforms/records.py)
+that `AggregateClicks` returns."""
 
 import re
 from urllib.parse import urlparse

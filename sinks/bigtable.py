@@ -31,7 +31,7 @@ import orjson
 from apache_beam.io.gcp.bigtableio import WriteToBigTable
 from apache_beam.metrics.metric import Metrics
 
-from transforms.records import MINUTE_MS, AdCount, FilterCount, SlidingTopAds, TopAds, rows
+from transforms.records import AGGREGATE_ROWS, MINUTE_MS, AdCount, Aggregates, FilterCount, SlidingTopAds, TopAds, rows
 
 COUNTS = "c"
 TOP = "t"
@@ -172,9 +172,9 @@ def top_sliding_cells(top: SlidingTopAds):
            window_version(top.window_end - top.minutes * MINUTE_MS))
 
 
-# The row type and cells of each aggregate the pipeline emits, by its key in the dict the DAG hands its sink.
-CELLS = {"per_ad": (AdCount, per_ad_cells), "per_filter": (FilterCount, per_filter_cells),
-         "top_ads": (TopAds, top_ads_cells), "top_ads_sliding": (SlidingTopAds, top_sliding_cells)}
+# The cells of each aggregate, by its name in `Aggregates`.
+CELLS = {"per_ad": per_ad_cells, "per_filter": per_filter_cells, "top_ads": top_ads_cells,
+         "top_ads_sliding": top_sliding_cells}
 
 
 def direct_rows(cells):
@@ -248,7 +248,7 @@ class _ToDirectRows(beam.DoFn):
     """Aggregates of one kind -> DirectRow mutations, counting cells written."""
 
     def __init__(self, kind: str):
-        self._row_type, self._cells_of = CELLS[kind]
+        self._row_type, self._cells_of = AGGREGATE_ROWS[kind], CELLS[kind]
         self.cells = Metrics.counter("adclick", "bigtable.cells")
 
     def process(self, element):
@@ -259,8 +259,7 @@ class _ToDirectRows(beam.DoFn):
 
 
 class WriteToBigtable(beam.PTransform):
-    """Writes {"per_ad", "per_filter", "top_ads"[, "top_ads_sliding"]} to a Bigtable table with Beam's
-    WriteToBigTable.
+    """Writes `Aggregates` to a Bigtable table with Beam's WriteToBigTable.
 
     The table is checked when the sink is built, before any pipeline runs. Transient errors
     are retried with exponential backoff by the client's mutations batcher, and a failed
@@ -274,12 +273,10 @@ class WriteToBigtable(beam.PTransform):
         self._ref = ref
         self._flush_count = flush_count
 
-    def expand(self, aggregates):
+    def expand(self, aggregates: Aggregates):
         extra = {"flush_count": self._flush_count} if self._flush_count else {}
-        labels = {"per_ad": "PerAdCells", "per_filter": "PerFilterCells", "top_ads": "TopAdsCells",
-                  "top_ads_sliding": "TopAdsSlidingCells"}
         return (
-            [aggregates[kind] | label >> beam.ParDo(_ToDirectRows(kind))
-             for kind, label in labels.items() if kind in aggregates]
+            [rows | f"{Aggregates.label(kind)}Cells" >> beam.ParDo(_ToDirectRows(kind))
+             for kind, rows in aggregates.made()]
             | "Flatten" >> beam.Flatten()
             | "WriteToBigTable" >> WriteToBigTable(self._ref.project, self._ref.instance, self._ref.table, **extra))

@@ -98,6 +98,7 @@ def _record_sqlite(url: str, window_seconds: int, wanted: FrozenSet[str]) -> Sin
 def recorded_bigtable(table, **read) -> Optional[SinkMeta]:
     """The recorded metadata of a Bigtable sink; None if there is none. `read`: the reads' retry."""
     from google.cloud.bigtable import row_filters
+
     from sinks.bigtable import META_ROW, TOP
     row = table.read_row(META_ROW, filter_=row_filters.CellsColumnLimitFilter(1), **read)
     cells = row.cells.get(TOP, {}) if row else {}
@@ -111,6 +112,7 @@ def recorded_bigtable(table, **read) -> Optional[SinkMeta]:
 def inferred_bigtable(table, **read) -> SinkMeta:
     """What a table without metadata holds, from its rows: a scan of every per-ad row's qualifiers."""
     from google.cloud.bigtable import row_filters
+
     from sinks.bigtable import AD_PREFIX, ALL_CLICKS, COUNTS
     prefix = AD_PREFIX.encode()
     filters, written = set(), False
@@ -126,6 +128,7 @@ def inferred_bigtable(table, **read) -> SinkMeta:
 def _record_bigtable(url: str, window_seconds: int, wanted: FrozenSet[str]) -> SinkMeta:
     from google.api_core import exceptions
     from google.cloud.bigtable import row_filters
+
     from sinks.bigtable import META_ROW, TOP, BigtableNotReady, check_table, client, describe_error
     ref = bigtable_table(url)
     check_table(ref)

@@ -16,7 +16,7 @@ from apache_beam.transforms.window import GlobalWindows
 
 from sinks.local_paths import temporary_path_next_to
 from sinks.restatement import Restatement, count_restatement
-from transforms.records import dimension_set_of
+from transforms.records import Aggregates, dimension_set_of
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS clicks_per_minute (
@@ -257,7 +257,7 @@ _SWAPPED = set()  # staging paths swapped in by this process: a launcher asks af
 
 
 class WriteToSqlite(beam.PTransform):
-    """Writes {"per_ad", "per_filter", "top_ads"[, "top_ads_sliding"]} to the SQLite database at `path`.
+    """Writes `Aggregates` to the SQLite database at `path`, each to its table.
 
     A stream upserts each pane as it fires. A replay (bounded input) writes into a staging database
     next to the sink and swaps it in at the end, in one transaction (`swap_in`); an interrupted
@@ -270,15 +270,12 @@ class WriteToSqlite(beam.PTransform):
         self._staging_path = temporary_path_next_to(path, "staging")
         check_writable(path)
 
-    def expand(self, aggregates):
-        labels = {"per_ad": "UpsertPerAd", "per_filter": "UpsertPerFilter", "top_ads": "ReplaceTopAds",
-                  "top_ads_sliding": "ReplaceTopAdsSliding"}
-        tables = [table for table in labels if table in aggregates]
-        if not aggregates["per_ad"].is_bounded:
-            return {table: aggregates[table] | labels[table] >> beam.ParDo(_UpsertFn(self._path, table))
-                    for table in tables}
-        staged = [aggregates[table] | labels[table] >> beam.ParDo(_UpsertFn(self._staging_path, table, True))
-                  for table in tables]
+    def expand(self, aggregates: Aggregates):
+        if not aggregates.per_ad.is_bounded:
+            return {table: rows | f"Upsert{Aggregates.label(table)}" >> beam.ParDo(_UpsertFn(self._path, table))
+                    for table, rows in aggregates.made()}
+        staged = [rows | f"Upsert{Aggregates.label(table)}" >> beam.ParDo(_UpsertFn(self._staging_path, table, True))
+                  for table, rows in aggregates.made()]
         return (staged
                 | "AllStaged" >> beam.Flatten()
                 | "RowsStaged" >> beam.CombineGlobally(sum)

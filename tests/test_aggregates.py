@@ -52,11 +52,11 @@ def same_values(expected):
 
 
 def assert_aggregates(aggregates, top_n, matcher=equal_to):
-    per_ad = aggregates["per_ad"] | "AdRows" >> beam.FlatMap(rows, AdCount)
-    per_filter = aggregates["per_filter"] | "FilterRows" >> beam.FlatMap(rows, FilterCount)
+    per_ad = aggregates.per_ad | "AdRows" >> beam.FlatMap(rows, AdCount)
+    per_filter = aggregates.per_filter | "FilterRows" >> beam.FlatMap(rows, FilterCount)
     assert_that(per_ad, matcher(expected_per_ad()), label="PerAd")
     assert_that(per_filter, matcher(expected_per_filter()), label="PerFilter")
-    assert_that(aggregates["top_ads"], matcher(expected_top(top_n)), label="Top")
+    assert_that(aggregates.top_ads, matcher(expected_top(top_n)), label="Top")
 
 
 def test_a_replay_of_batches_matches_plain_python_counts():

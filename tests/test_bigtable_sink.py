@@ -12,26 +12,12 @@ import pytest
 from runners import bigtable as bigtable_cli
 from sinks import bigtable_table
 from sinks.bigtable import (
-    ALL_CLICKS,
-    COUNTS,
-    FAMILIES,
-    RANKING,
-    TOP,
-    BigtableNotReady,
-    WriteToBigtable,
-    ad_key,
-    check_table,
-    client,
-    create_table,
-    decode_count,
-    decode_ranking,
-    minute_key,
-    top_key,
-    top_sliding_key,
-)
-from tests.servers import free_port
-from tests.servers.bigtable import PROJECT, all_cells, new_table_url, start_emulator, stop_emulator
-from transforms.records import AdCount, FilterCount, SlidingTopAds, TopAds
+    ALL_CLICKS, COUNTS, FAMILIES, RANKING, TOP, BigtableNotReady, WriteToBigtable, ad_key, check_table, client,
+    create_table, decode_count, decode_ranking, minute_key, top_key, top_sliding_key)
+from tests.conftest import free_port
+from tests.servers.bigtable import (  # noqa: F401 (fixtures)
+    PROJECT, all_cells, bigtable_emulator, bigtable_url, new_table_url, start_emulator, stop_emulator)
+from transforms.records import AdCount, Aggregates, FilterCount, SlidingTopAds, TopAds
 
 pytestmark = pytest.mark.bigtable
 T0 = 1_767_225_600_000
@@ -41,12 +27,12 @@ MINUTE = 60_000
 def write(url, per_ad=(), per_filter=(), top_ads=(), top_ads_sliding=(), check=True):
     """Runs a pipeline that hands these aggregates to the sink, as the DAG would."""
     with beam.Pipeline() as pipeline:
-        aggregates = {
-            "per_ad": pipeline | "PerAd" >> beam.Create(list(per_ad), reshuffle=False),
-            "per_filter": pipeline | "PerFilter" >> beam.Create(list(per_filter), reshuffle=False),
-            "top_ads": pipeline | "TopAds" >> beam.Create(list(top_ads), reshuffle=False),
-            "top_ads_sliding": pipeline | "TopAdsSliding" >> beam.Create(list(top_ads_sliding), reshuffle=False),
-        }
+        aggregates = Aggregates(
+            per_ad=pipeline | "PerAd" >> beam.Create(list(per_ad), reshuffle=False),
+            per_filter=pipeline | "PerFilter" >> beam.Create(list(per_filter), reshuffle=False),
+            top_ads=pipeline | "TopAds" >> beam.Create(list(top_ads), reshuffle=False),
+            top_ads_sliding=pipeline | "TopAdsSliding" >> beam.Create(list(top_ads_sliding), reshuffle=False),
+        )
         aggregates | WriteToBigtable(bigtable_table(url), check=check)
 
 

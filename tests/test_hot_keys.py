@@ -155,8 +155,8 @@ def test_a_replay_spreads_the_hot_ad_over_every_shard_and_merges_partial_counts(
                           | f"Values{k}" >> beam.Values())
         assert_that(values_per_key, at_most(most_values, shuffle.full_label), label=f"AtMostPartials{k}")
 
-    per_ad = aggregates["per_ad"] | "AdRows" >> beam.FlatMap(rows, AdCount)
-    by_filter = aggregates["per_filter"] | "FilterRows" >> beam.FlatMap(rows, FilterCount)
+    per_ad = aggregates.per_ad | "AdRows" >> beam.FlatMap(rows, AdCount)
+    by_filter = aggregates.per_filter | "FilterRows" >> beam.FlatMap(rows, FilterCount)
     assert_that(per_ad, final_counts_equal(clicks_per_minute(truth), "per ad"), label="PerAd")
     assert_that(by_filter, final_counts_equal(per_filter(truth), "per filter"), label="PerFilter")
     pipeline.run()
@@ -190,8 +190,8 @@ def test_a_stream_fans_the_hot_ad_out_before_its_final_combine(hot_log):
                     | "SubKey" >> beam.Map(lambda element: element[0][0]))
     assert_that(hot_sub_keys, check_sub_keys, label="FannedOut")
 
-    per_ad = aggregates["per_ad"] | "AdRows" >> beam.FlatMap(rows, AdCount)
-    by_filter = aggregates["per_filter"] | "FilterRows" >> beam.FlatMap(rows, FilterCount)
+    per_ad = aggregates.per_ad | "AdRows" >> beam.FlatMap(rows, AdCount)
+    by_filter = aggregates.per_filter | "FilterRows" >> beam.FlatMap(rows, FilterCount)
     assert_that(per_ad, final_counts_equal(clicks_per_minute(truth), "per ad"), label="PerAd")
     assert_that(by_filter, final_counts_equal(per_filter(truth), "per filter"), label="PerFilter")
     pipeline.run()

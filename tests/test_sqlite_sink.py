@@ -6,7 +6,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 
 from sinks import sink_for, sqlite_path
 from sinks.sqlite import connect, write_rows
-from transforms.records import AdCount, FilterCount, TopAds
+from transforms.records import AdCount, Aggregates, FilterCount, TopAds
 
 PER_AD = [AdCount("a1", 0, 5), AdCount("a2", 0, 3), AdCount("a1", 60_000, 1)]
 PER_FILTER = [FilterCount("a1", 0, "country=US", 4), FilterCount("a1", 0, "country=unknown", 1)]
@@ -41,11 +41,11 @@ def test_a_later_pane_replaces_the_count_and_the_ranking(tmp_path):
 def test_the_beam_sink_writes_every_table(tmp_path):
     path = str(tmp_path / "beam.db")
     pipeline = TestPipeline()
-    aggregates = {
-        "per_ad": pipeline | "PerAd" >> beam.Create(PER_AD),
-        "per_filter": pipeline | "PerFilter" >> beam.Create(PER_FILTER),
-        "top_ads": pipeline | "Top" >> beam.Create(TOP),
-    }
+    aggregates = Aggregates(
+        per_ad=pipeline | "PerAd" >> beam.Create(PER_AD),
+        per_filter=pipeline | "PerFilter" >> beam.Create(PER_FILTER),
+        top_ads=pipeline | "Top" >> beam.Create(TOP),
+    )
     aggregates | sink_for(f"sqlite:///{path}")
     pipeline.run()
     write_rows(connect(str(tmp_path / "direct.db")), PER_AD, PER_FILTER, TOP)

@@ -5,7 +5,8 @@ combine per ad counts the ad and its filters, and spreads each ad over
 `hot_key_fanout` partial counts before the final one. A replay counts Arrow
 batches: each bundle of deduplicated clicks (every dedup shard, so a hot ad is
 spread over all of them) is counted on its own, and the partial counts meet per
-minute, where one step sums them and ranks the minute's ads.
+minute, where one step sums them and ranks the minute's ads. The top N over the last M minutes
+(`sliding_top`) is ranked from the per-ad counts.
 """
 
 from typing import Optional, Sequence, Tuple
@@ -16,7 +17,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.transforms.window import GlobalWindows
 
-from transforms.records import AdCount, FilterCount, TopAds, click_filter_text, filter_text_column
+from pipelines.config import WindowConfig
+from transforms.records import AdCount, Aggregates, FilterCount, TopAds, click_filter_text, filter_text_column
+from transforms.sliding_top import TopAdsSliding
 
 MIN_ROWS_TO_SUM = 1_000_000  # partial counts pile up to at least this many rows before they are summed
 
@@ -211,7 +214,8 @@ class _PartialCounts(beam.DoFn):
         totals = [counts.total() for counts in self._counts]
         if totals[0] is None:
             return
-        parts = [("per_ad", _summed([totals[0].drop_columns(list(self._filter_dimensions[0]))], ["window_start", "ad_id"]))]
+        per_ad = _summed([totals[0].drop_columns(list(self._filter_dimensions[0]))], ["window_start", "ad_id"])
+        parts = [("per_ad", per_ad)]
         parts += [("per_filter", _with_filter_text(counts, dimensions))
                   for dimensions, counts in zip(self._filter_dimensions, totals) if dimensions]
         for kind, counts in parts:
@@ -266,29 +270,35 @@ class _CountBatches(beam.PTransform):
             | "PartialCounts" >> beam.ParDo(_PartialCounts(self._filter_dimensions))
             | "GatherWindows" >> beam.GroupByKey()
             | "MergeWindows" >> beam.ParDo(_MergeWindow(self._top_n)).with_outputs("per_ad", "per_filter", "top_ads"))
-        return {name: outputs[name] for name in ("per_ad", "per_filter", "top_ads")}
+        return Aggregates(outputs.per_ad, outputs.per_filter, outputs.top_ads)
 
 
 class AggregateClicks(beam.PTransform):
-    """Windowed clicks -> {"per_ad", "per_filter", "top_ads"} PCollections, what every sink takes.
+    """Windowed clicks -> `Aggregates` (transforms/records.py), what every sink takes: per ad, per ad
+    and filter, the top N per window and, with `sliding_minutes`, the top N over the last M minutes
+    every minute (`window` is the minute windows' settings, which its sliding windows follow)."""
 
-    In a stream their elements are AdCount, FilterCount and TopAds rows; in a
-    replay per_ad and per_filter carry Arrow tables of those rows
-    (`transforms.records.rows` reads either).
-    """
-
-    def __init__(self, filter_dimensions: Sequence[Tuple[str, ...]], top_n: int, hot_key_fanout: int):
+    def __init__(self, filter_dimensions: Sequence[Tuple[str, ...]], top_n: int, hot_key_fanout: int,
+                 sliding_minutes: int = 0, window: Optional[WindowConfig] = None):
         super().__init__()
         self._filter_dimensions = filter_dimensions
         self._top_n = top_n
         self._fanout = hot_key_fanout
+        self._sliding_minutes = sliding_minutes
+        self._window = window or WindowConfig()
 
     def expand(self, clicks):
+        aggregates = self._counted(clicks)
+        if not self._sliding_minutes:
+            return aggregates
+        window = self._window
+        sliding = aggregates.per_ad | "TopAdsSliding" >> TopAdsSliding(
+            self._sliding_minutes, self._top_n, window.size_seconds, window.allowed_lateness_seconds,
+            window.early_firing_seconds)
+        return aggregates._replace(top_ads_sliding=sliding)
+
+    def _counted(self, clicks) -> Aggregates:
         if clicks.is_bounded:
             return clicks | "CountBatches" >> _CountBatches(self._filter_dimensions, self._top_n)
         counts = clicks | "PerAd" >> CountPerAd(self._filter_dimensions, self._fanout)
-        return {
-            "per_ad": counts.per_ad,
-            "per_filter": counts.per_filter,
-            "top_ads": counts.per_ad | "TopAds" >> TopAdsPerWindow(self._top_n),
-        }
+        return Aggregates(counts.per_ad, counts.per_filter, counts.per_ad | "TopAds" >> TopAdsPerWindow(self._top_n))

@@ -8,7 +8,7 @@ compare by value in tests and carry their field names into dead letters and the 
 """
 
 import datetime
-from typing import Iterable, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pyarrow as pa
@@ -94,6 +94,31 @@ class SlidingTopAds(NamedTuple):
     window_end: int
     minutes: int
     ranking: tuple
+
+
+class Aggregates(NamedTuple):
+    """The DAG's results, one PCollection per sink table: what `AggregateClicks` makes and every sink
+    (a PTransform over this value) takes. In a stream their elements are AdCount, FilterCount, TopAds
+    and SlidingTopAds rows; in a replay per_ad and per_filter carry Arrow tables of them (`rows` reads
+    either). `top_ads_sliding` is () where no sliding top is made: Beam takes a tuple of PCollections
+    as an input, and skips an empty one, but not None."""
+    per_ad: Any
+    per_filter: Any
+    top_ads: Any
+    top_ads_sliding: Any = ()
+
+    def made(self) -> List[Tuple[str, Any]]:
+        """(name, PCollection) of each aggregate made, in this order."""
+        return [(name, rows) for name, rows in zip(self._fields, self) if not isinstance(rows, tuple)]
+
+    @staticmethod
+    def label(name: str) -> str:
+        """`top_ads_sliding` -> `TopAdsSliding`: how a sink's step labels name an aggregate."""
+        return "".join(part.title() for part in name.split("_"))
+
+
+# The row type of each aggregate, by its name in `Aggregates` (and its table's in the SQLite sink).
+AGGREGATE_ROWS = {"per_ad": AdCount, "per_filter": FilterCount, "top_ads": TopAds, "top_ads_sliding": SlidingTopAds}
 
 
 def minute_start(epoch_ms: int) -> int:
