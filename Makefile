@@ -20,7 +20,7 @@ BEAM_VERSION := $(shell sed -n 's/^apache-beam==//p' constraints.txt)
 PRISM := $(HOME)/.cache/adclick/prism/$(BEAM_VERSION)/prism
 GO := $(or $(shell command -v go),/usr/local/go/bin/go)
 
-.PHONY: install kafka prism system-deps run test bench clean
+.PHONY: install kafka prism system-deps lint run test bench clean
 
 install: $(STAMP) kafka prism
 
@@ -47,10 +47,27 @@ $(PRISM):
 	@test -x $(GO) || { echo 'make prism: Go is needed to build Beam'"'"'s Prism runner: https://go.dev/doc/install' >&2; exit 1; }
 	GOBIN=$(dir $@) GOFLAGS=-mod=mod $(GO) install github.com/apache/beam/sdks/v2/go/cmd/prism@v$(BEAM_VERSION)
 
-# Debian packages the tests need: Chromium for the dashboard's browser tests.
+# Debian packages the tests need: Chromium for the dashboard's browser tests, and the Bigtable and Pub/Sub
+# emulators (the Pub/Sub one runs on the Java that `make kafka` installs). The emulators come from Google
+# Cloud's apt repository (https://cloud.google.com/sdk/docs/install#deb); where it is not configured, this
+# says so and goes on: the tests then skip on a developer's machine and fail in CI (.ci/run).
+EMULATORS := google-cloud-cli-bigtable-emulator google-cloud-cli-pubsub-emulator
+
 system-deps:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 	  { apt-get update && apt-get install -y --no-install-recommends chromium chromium-driver; }
+	@for package in $(EMULATORS); do dpkg-query -W -f='$${Status}\n' $$package 2>/dev/null | \
+	  grep -q 'ok installed' || missing="$$missing $$package"; done; \
+	if [ -n "$$missing" ]; then \
+	  { apt-get update && apt-get install -y --no-install-recommends $$missing; } || \
+	  echo "make system-deps: could not install$$missing (is Google Cloud's apt repository configured?" \
+	    "https://cloud.google.com/sdk/docs/install#deb)" >&2; \
+	fi
+
+# ruff (ruff.toml) over the whole tree, mypy (mypy.ini) over the pipeline's packages; .ci/run runs it first.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 run: install
 	$(BIN)/adclick generate --events $(SAMPLE_EVENTS) --out $(SAMPLE_DIR)

@@ -26,6 +26,7 @@ setup(
         "dev": [
             "pytest==9.2.0", "pytest-timeout==2.4.0", "hypothesis==6.170.17", "schemathesis==4.32.5",
             "playwright==1.65.2", "httpx==0.28.1", "duckdb==2.0.0", "psutil==7.2.2", "pyinstrument==5.1.3",
+            "ruff==0.17.6", "mypy==2.4.1",
         ],
     },
     entry_points={"console_scripts": ["adclick=runners.cli:main"]},
