@@ -12,11 +12,25 @@ import pytest
 from runners import bigtable as bigtable_cli
 from sinks import bigtable_table
 from sinks.bigtable import (
-    ALL_CLICKS, COUNTS, FAMILIES, RANKING, TOP, BigtableNotReady, WriteToBigtable, ad_key, check_table, client,
-    create_table, decode_count, decode_ranking, minute_key, top_key, top_sliding_key)
-from tests.conftest import free_port
-from tests.servers.bigtable import (  # noqa: F401 (fixtures)
-    PROJECT, all_cells, bigtable_emulator, bigtable_url, new_table_url, start_emulator, stop_emulator)
+    ALL_CLICKS,
+    COUNTS,
+    FAMILIES,
+    RANKING,
+    TOP,
+    BigtableNotReady,
+    WriteToBigtable,
+    ad_key,
+    check_table,
+    client,
+    create_table,
+    decode_count,
+    decode_ranking,
+    minute_key,
+    top_key,
+    top_sliding_key,
+)
+from tests.servers import free_port
+from tests.servers.bigtable import PROJECT, all_cells, new_table_url, start_emulator, stop_emulator
 from transforms.records import AdCount, Aggregates, FilterCount, SlidingTopAds, TopAds
 
 pytestmark = pytest.mark.bigtable
