@@ -33,6 +33,7 @@ def end_offsets(url):
         consumer.close()
 
 
+@pytest.mark.slow
 def test_replay_of_a_topic_equals_the_truth_and_a_second_replay_changes_nothing(kafka_topic, tmp_path):
     config = GeneratorConfig(events=1500, minutes=3, seed=11)
     sent = publish(emissions_around_now(config, now_ms=1_767_225_600_000 + 10 * 60_000), KafkaPublisher(kafka_topic))

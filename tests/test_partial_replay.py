@@ -48,6 +48,7 @@ def run(log, db, tmp_path, pattern):
                        "--dead-letter", str(tmp_path / "dead.jsonl"), "--summary", str(tmp_path / "summary.json")])
 
 
+@pytest.mark.slow
 def test_a_partial_replay_restates_its_minutes_and_warns_of_those_it_lowered(log, tmp_path, capsys):
     truth = [json.loads(line) for line in (log / "truth.jsonl").read_text().splitlines()]
     truth_by_id = {event["event_id"]: event for event in truth}

@@ -23,7 +23,7 @@ from runners import replay
 from tests.pubsub_cases import odd_clicks, wait_for
 from tests.stream_truth import MINUTE_MS, clicks_per_minute, sink_clicks_per_minute, sink_tables
 
-pytestmark = pytest.mark.pubsub
+pytestmark = [pytest.mark.pubsub, pytest.mark.slow]
 
 
 def dead_letter_reasons(directory: Path) -> dict:

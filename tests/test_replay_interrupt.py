@@ -113,6 +113,7 @@ def leftovers(tmp_path: Path) -> list:
                   if path.name.startswith(("adclick-spill-", "beam-temp-", ".")))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_stops_a_replay_with_one_line_and_nothing_half_written_or_left(logs, tmp_path, signum):
     db = tmp_path / "sink.db"
@@ -141,6 +142,7 @@ def test_a_signal_stops_a_replay_with_one_line_and_nothing_half_written_or_left(
     assert (tmp_path / "dead.jsonl").read_text() == "the previous run's dead letters\n"
 
 
+@pytest.mark.slow
 def test_a_reader_sees_the_previous_run_or_the_new_one_never_a_mix(logs, tmp_path):
     db = tmp_path / "sink.db"
     before = replay_in_process(logs / "before", db, tmp_path)
@@ -153,6 +155,7 @@ def test_a_reader_sees_the_previous_run_or_the_new_one_never_a_mix(logs, tmp_pat
     assert leftovers(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_parse_workers_die_with_a_killed_replay(logs, tmp_path):
     db = tmp_path / "sink.db"
     before = replay_in_process(logs / "before", db, tmp_path)

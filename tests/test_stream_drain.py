@@ -31,7 +31,7 @@ from sources.pubsub import ReadPubSub
 from tests.pubsub_cases import odd_clicks, wait_for
 from tests.stream_truth import clicks_per_minute, sink_clicks_per_minute
 
-pytestmark = pytest.mark.pubsub
+pytestmark = [pytest.mark.pubsub, pytest.mark.slow]
 AHEAD_MS = 180_000  # the log's event times end this far ahead of now
 NEVER_SECONDS = 600  # a pane period no test lasts
 READ_SECONDS = 60  # bound for the stream to read everything published
