@@ -79,6 +79,7 @@ class PubSubPublisher:
 
     def __init__(self, url: str):
         from google.cloud import pubsub_v1
+
         from sources.pubsub import check_topic, pubsub_path
         check_topic(url)
         self._topic = pubsub_path(url, "topics")
@@ -105,6 +106,7 @@ class KafkaPublisher:
 
     def __init__(self, url: str):
         from confluent_kafka import Producer
+
         from sources.kafka import check_topic, parse_kafka_url
         parsed = parse_kafka_url(url)
         check_topic(parsed)

@@ -6,7 +6,6 @@ import sys
 
 from loadgen.generator import FORMATS, GeneratorConfig, write_log
 
-
 SHAPE_HELP = {"hot_ad_share": "the top ad's share of clicks, e.g. 0.3; sets the Zipf exponent for --ads "
                               "(default: --zipf-exponent decides)"}
 

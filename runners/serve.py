@@ -46,6 +46,7 @@ def run(argv=None) -> None:
         sys.exit("adclick serve: --max-window-minutes must be at least 1")
     sock = listen(args.host, args.port)
     import uvicorn
+
     from serving.api import create_app
     from serving.store import open_store
     try:

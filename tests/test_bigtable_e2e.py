@@ -65,13 +65,15 @@ def test_replay_into_bigtable_serves_the_truth_and_a_second_replay_changes_no_ce
                 answer = http.get("/v1/ads/popular_ads", params={"at": minute, "count": count}).json()
                 assert list(zip(answer["ad_ids"], answer["counts"])) == ranked(per_minute[minute], count)
         for minute in minutes:  # the pipeline's sliding top 100 of the last 5 minutes, and more ads than it holds
-            over_five = sum((per_minute[m] for m in minutes if minute - 5 * MINUTE < m <= minute), collections.Counter())
+            over_five = sum((per_minute[m] for m in minutes if minute - 5 * MINUTE < m <= minute),
+                            collections.Counter())
             for count in (10, 150):
                 answer = http.get("/v1/ads/popular_ads", params={"at": minute, "window": 5, "count": count}).json()
                 assert list(zip(answer["ad_ids"], answer["counts"])) == ranked(over_five, count)
         us = collections.Counter(e["ad_id"] for e in truth if e["country"] == "US")
         answer = http.get("/v1/ads/popular_ads",
-                          params={"at": minutes[-1], "window": len(minutes), "filter": "country=US", "count": 20}).json()
+                          params={"at": minutes[-1], "window": len(minutes), "filter": "country=US",
+                                  "count": 20}).json()
         assert (answer["window_start"], answer["window_end"]) == (minutes[0], minutes[-1] + MINUTE)
         assert list(zip(answer["ad_ids"], answer["counts"])) == ranked(us, 20)
 

@@ -56,7 +56,8 @@ def test_empty_lines_are_no_records_but_keep_their_numbers():
 
 
 def test_format_of_by_extension():
-    assert [format_of(p) for p in ("a/*.avro", "b.PARQUET", "c.jsonl.gz", "d*")] == ["avro", "parquet", "jsonl", "jsonl"]
+    patterns = ("a/*.avro", "b.PARQUET", "c.jsonl.gz", "d*")
+    assert [format_of(pattern) for pattern in patterns] == ["avro", "parquet", "jsonl", "jsonl"]
 
 
 def test_a_pattern_matching_nothing_is_a_clear_error(tmp_path):
