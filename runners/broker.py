@@ -64,8 +64,11 @@ class BrokerError(Exception):
 
 
 def kafka_version() -> str:
-    properties = ElementTree.parse(POM).getroot().find("{http://maven.apache.org/POM/4.0.0}properties")
-    return properties.find("{http://maven.apache.org/POM/4.0.0}kafka.version").text
+    pom = "{http://maven.apache.org/POM/4.0.0}"
+    version = ElementTree.parse(POM).getroot().findtext(f"{pom}properties/{pom}kafka.version")
+    if not version:
+        raise BrokerError(f"{POM} names no kafka.version")
+    return version
 
 
 def kafka_libs() -> Path:
@@ -154,7 +157,7 @@ def wait_until_ready(process: subprocess.Popen, bootstrap: str, data_dir: Path, 
                       f"(see {data_dir / 'broker.log'})")
 
 
-def start(port: int, data_dir: Path, controller_port: int = None, quick_start: bool = False,
+def start(port: int, data_dir: Path, controller_port: int | None = None, quick_start: bool = False,
           timeout: float = START_TIMEOUT_SECONDS) -> subprocess.Popen:
     """Formats `data_dir` on first use, starts the broker in its own process group and returns once it is ready."""
     data_dir = Path(data_dir).resolve()
