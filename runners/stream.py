@@ -25,7 +25,7 @@ from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOpt
 
 from pipelines.click_pipeline import build_pipeline
 from pipelines.config import PipelineConfig, StreamConfig
-from runners import options as cli_options
+from runners import options as cli_options, prism
 from runners.summary import counters, format_summary, summarize
 from sinks import sink_for
 from sinks.archive import DEFAULT_EVERY_SECONDS as ARCHIVE_EVERY_SECONDS
@@ -36,7 +36,7 @@ from sinks.meta import check_sink
 from sources import check_stream_source, is_kafka, stream_source_for
 from transforms.windowing import LATENESS_GRACE_SECONDS
 
-RUNNERS = {"direct": "DirectRunner", "flink": "FlinkRunner", "dataflow": "DataflowRunner"}
+RUNNERS = {"direct": "DirectRunner", "flink": "FlinkRunner", "dataflow": "DataflowRunner", "prism": "PrismRunner"}
 SUMMARY_EVERY_SECONDS = 5
 POLL_SECONDS = 0.5
 DRAINING = ("adclick stream: draining: no more reads; writing every open window, the archive and the dead "
@@ -90,8 +90,8 @@ def parser() -> argparse.ArgumentParser:
 
 def stream_config(args) -> PipelineConfig:
     config = cli_options.pipeline_config(args)
-    if args.runner == "direct" and config.aggregates.hot_key_fanout > 1:
-        # The Python DirectRunner drops late data in the fanout's discarding pre-combine.
+    if args.runner in ("direct", "prism") and config.aggregates.hot_key_fanout > 1:
+        # The Python DirectRunner and Prism lose late data behind the fanout (docs/runners.md).
         config = dataclasses.replace(config, aggregates=dataclasses.replace(config.aggregates, hot_key_fanout=1))
     return dataclasses.replace(
         config, dedup_ttl_seconds=args.dedup_ttl_seconds,
@@ -100,6 +100,8 @@ def stream_config(args) -> PipelineConfig:
 
 def pipeline_options(args, beam_args) -> PipelineOptions:
     options = PipelineOptions(beam_args, runner=RUNNERS[args.runner], streaming=True)
+    if args.runner == "prism":
+        prism.configure(options)
     if args.runner == "dataflow" and not options.view_as(SetupOptions).setup_file:
         options.view_as(SetupOptions).setup_file = str(Path(__file__).resolve().parent.parent / "setup.py")
     return options
@@ -112,9 +114,10 @@ def check(args, options: PipelineOptions, config: PipelineConfig) -> list:
     if kafka and args.runner == "direct":
         errors.append("kafka:// streams run on --runner flink or dataflow (Beam's ReadFromKafka is a Java "
                       "transform); locally, replay a range: adclick replay --input 'kafka://BROKERS/TOPIC?from=...'")
-    if args.source.startswith("pubsub://") and args.runner == "flink":
-        errors.append("Pub/Sub streams run on the DirectRunner and Dataflow; on Flink read Kafka")
-    if args.sink.startswith("sqlite:") and args.runner != "direct":
+    if args.source.startswith("pubsub://") and args.runner in ("flink", "prism"):
+        errors.append("Pub/Sub streams run on the DirectRunner and Dataflow (Beam's Python ReadFromPubSub); "
+                      f"on {args.runner.capitalize()} read Kafka")
+    if args.sink.startswith("sqlite:") and args.runner not in ("direct", "prism"):
         errors.append("a SQLite sink is a local file: on Flink or Dataflow write to bigtable://PROJECT/INSTANCE/TABLE")
     if args.runner == "flink" and options.get_all_options().get("flink_master") in (None, "[auto]", "[local]"):
         errors.append("--runner flink needs --flink_master HOST:PORT (a Flink cluster's REST endpoint)")
@@ -135,9 +138,9 @@ def check(args, options: PipelineOptions, config: PipelineConfig) -> list:
 
 def build(args, beam_args):
     """The pipeline, ready to run, and its config; exits with the reasons it cannot run."""
-    options = pipeline_options(args, beam_args)
-    config = stream_config(args)
     try:
+        options = pipeline_options(args, beam_args)
+        config = stream_config(args)
         errors = check(args, options, config)
         source = stream_source_for(args.source, args.timestamp_attribute, args.kafka_group,
                                    args.kafka_expansion_service)
@@ -231,6 +234,6 @@ def run(argv=None) -> dict:
         return _run_locally(pipeline, args)
     result = pipeline.run()
     print(f"submitted to {RUNNERS[args.runner]}: {getattr(result, 'job_id', lambda: '')() or result}")
-    if args.wait:
+    if args.wait or args.runner == "prism":  # Prism's job server is this process's child: it ends with it
         result.wait_until_finish()
     return {}

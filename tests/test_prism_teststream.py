@@ -28,6 +28,8 @@ EXPIRY_PANE = ("Prism fires a LATE pane without new elements when a window with 
                "(docs/runners.md, Prism: the expiry pane)")
 NO_EARLY_PANE = ("Prism's TestStream fires no early pane on a processing-time advance when a stateful step comes "
                  "before the window (docs/runners.md, Prism: early panes)")
+FANOUT_LOSES_LATE = ("Prism loses a late element behind CombinePerKey's hot-key fanout: the late pane repeats the "
+                     "on-time count (docs/runners.md, Prism: hot-key fanout)")
 CASES = (
     pytest.param(
         test_stream_event_time.test_early_on_time_and_late_panes_accumulate_and_too_late_clicks_are_set_aside,
@@ -141,4 +143,22 @@ def test_a_processing_time_advance_fires_the_early_pane_after_a_stateful_step(ru
     pipeline, panes = panes_of_one_window(runner, stream, early_seconds=5, stateful=True)
     early = panes | beam.Filter(lambda count_timing: count_timing[1] == PaneInfoTiming.EARLY)
     assert_that(early, equal_to([(1, PaneInfoTiming.EARLY)]))
+    pipeline.run().wait_until_finish()
+
+
+@pytest.mark.parametrize("fanout", [1, pytest.param(4, marks=pytest.mark.xfail(strict=True, reason=FANOUT_LOSES_LATE))])
+def test_a_late_element_reaches_the_late_pane_through_a_hot_key_fanout_on_prism(fanout):
+    """Beam's model: the late element is in the late pane. Both local runners lose it behind a fanout (the
+    DirectRunner fires no late pane at all), so adclick stream turns the fanout off on them."""
+    stream = (TestStream().advance_watermark_to(0).add_elements([window.TimestampedValue("a", 5)])
+              .advance_watermark_to(70).add_elements([window.TimestampedValue("late", 6)])
+              .advance_watermark_to_infinity())
+    pipeline = beam.Pipeline(options=on_prism())
+    panes = (pipeline | stream
+             | beam.WindowInto(window.FixedWindows(60), trigger=trigger.AfterWatermark(late=trigger.AfterCount(1)),
+                               accumulation_mode=trigger.AccumulationMode.ACCUMULATING,
+                               allowed_lateness=Duration(seconds=120))
+             | beam.Map(lambda element: ("k", 1)) | beam.CombinePerKey(sum).with_hot_key_fanout(fanout)
+             | beam.ParDo(_Panes()))
+    assert_that(panes, equal_to([(1, PaneInfoTiming.ON_TIME), (2, PaneInfoTiming.LATE)]))
     pipeline.run().wait_until_finish()
