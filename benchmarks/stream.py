@@ -68,7 +68,7 @@ from apache_beam.metrics.metric import Metrics
 from loadgen.generator import GeneratorConfig, generate
 from loadgen.publish import PubSubPublisher, emissions_around_now, publish
 from pipelines.click_pipeline import build_pipeline
-from runners import direct_fixes
+from runners import beam_compat
 from runners.stream import parser as stream_parser
 from runners.stream import pipeline_options, stream_config
 from runners.summary import ACCOUNTS, counters
@@ -471,14 +471,14 @@ def run(argv=None) -> dict:
         sys.exit("adclick bench-stream: start an emulator and set PUBSUB_EMULATOR_HOST, e.g.\n"
                  "  cloud-pubsub-emulator --host=127.0.0.1 --port=8085 &\n"
                  "  export PUBSUB_EMULATOR_HOST=127.0.0.1:8085")
-    with tempfile.TemporaryDirectory(prefix="adclick-bench-stream-", ignore_cleanup_errors=True) as work:
+    with (tempfile.TemporaryDirectory(prefix="adclick-bench-stream-", ignore_cleanup_errors=True) as work,
+          beam_compat.installed(beam_compat.STREAM)):
         # Early panes every second unless asked otherwise: the latency measured is the DAG's, not the trigger's.
         stream_args, beam_args = stream_parser().parse_known_args(
             ["--source", "pubsub://projects/p/subscriptions/unused", "--early-firing-seconds", "1"] + stream_argv)
         config = stream_config(stream_args)
         config = dataclasses.replace(config, stream=dataclasses.replace(config.stream,
                                                                        dedup_per_key=args.dedup == "per-key"))
-        direct_fixes.install()
         report = {"dedup": args.dedup, "early_firing_seconds": config.window.early_firing_seconds}
         if args.events:
             subscription, messages = _backlog(args.source_events or args.events)

@@ -21,7 +21,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from pipelines.click_pipeline import build_pipeline
-from runners import direct_fixes, options as cli_options, prism
+from runners import beam_compat, options as cli_options, prism
 from runners.output_paths import output_errors
 from runners.summary import counters, format_summary, restatement_summary, summarize
 from sinks import SQLITE_SCHEME, sink_for, sqlite_path
@@ -204,17 +204,19 @@ def run(argv=None) -> dict:
     with stop.handling():
         try:
             with stop.armed():
+                beam_compat.check(beam_compat.BATCH if is_local(PipelineOptions(beam_args)) else ())  # before any output
                 sink = checked_sink(args)
                 options = PipelineOptions(beam_args)
                 if prism.is_prism(options):
                     prism.configure(options)
-                if is_local(options):
-                    direct_fixes.install_for_batch()
+                local = is_local(options)
+                if local:
                     # The tests build this DAG with Beam's construction-time type check; a local replay skips
                     # its 0.2 s (`adclick bench --profile`). Types and coders are inferred all the same.
                     options.view_as(TypeOptions).pipeline_type_check = False
                 dead_letters = WriteDeadLetters(args.dead_letter)
-                result = run_pipeline(args, options, sink, dead_letters)
+                with beam_compat.installed(beam_compat.BATCH if local else ()):
+                    result = run_pipeline(args, options, sink, dead_letters)
         except BaseException as error:  # an interrupt, a refused option or a failed step: clean up, then say which
             failure = error
         stop_workers()

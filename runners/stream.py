@@ -25,7 +25,7 @@ from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOpt
 
 from pipelines.click_pipeline import build_pipeline
 from pipelines.config import PipelineConfig, StreamConfig
-from runners import options as cli_options, prism
+from runners import beam_compat, options as cli_options, prism
 from runners.summary import counters, format_summary, summarize
 from sinks import sink_for
 from sinks.archive import DEFAULT_EVERY_SECONDS as ARCHIVE_EVERY_SECONDS
@@ -141,6 +141,8 @@ def build(args, beam_args):
     try:
         options = pipeline_options(args, beam_args)
         config = stream_config(args)
+        if args.runner == "direct":  # before a check writes anything
+            beam_compat.check(beam_compat.STREAM)
         errors = check(args, options, config)
         source = stream_source_for(args.source, args.timestamp_attribute, args.kafka_group,
                                    args.kafka_expansion_service)
@@ -153,9 +155,6 @@ def build(args, beam_args):
         errors = [str(error)]
     if errors:
         sys.exit("adclick stream: " + "\n  ".join(errors))
-    if args.runner == "direct":
-        from runners import direct_fixes
-        direct_fixes.install()
     archive = WriteRawArchive(args.archive, args.archive_every_seconds) if args.archive else None
     pipeline = build_pipeline(
         beam.Pipeline(options=options), source=source, sink=sink,
@@ -190,7 +189,6 @@ def _first_line(error: BaseException) -> str:
 
 def _run_locally(pipeline, args) -> dict:
     """Runs the stream in this process until a signal or --duration, drains it, and summarizes it."""
-    from runners import direct_fixes
     stop = _Stop()
     started = time.monotonic()
     result = pipeline.run()
@@ -212,7 +210,7 @@ def _run_locally(pipeline, args) -> dict:
         now = time.monotonic()
         if not draining and (stop.requested.is_set() or now >= deadline):
             print(DRAINING, file=sys.stderr, flush=True)
-            direct_fixes.drain(result)
+            beam_compat.drain(result)
             stop.requested.set()  # a signal during a drain aborts it, --duration's too
             draining = True
         if now >= next_summary:
@@ -231,7 +229,8 @@ def run(argv=None) -> dict:
     args, beam_args = parser().parse_known_args(argv)
     pipeline, _ = build(args, beam_args)
     if args.runner == "direct":
-        return _run_locally(pipeline, args)
+        with beam_compat.installed(beam_compat.STREAM):
+            return _run_locally(pipeline, args)
     result = pipeline.run()
     print(f"submitted to {RUNNERS[args.runner]}: {getattr(result, 'job_id', lambda: '')() or result}")
     if args.wait or args.runner == "prism":  # Prism's job server is this process's child: it ends with it

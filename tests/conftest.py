@@ -17,3 +17,12 @@ pytest_plugins = [
 @pytest.fixture
 def port() -> int:
     return free_port()
+
+
+@pytest.fixture
+def beam_fixes():
+    """The local stream's patches of Beam (runners/beam_compat.py) for one test: the rest of the session, the
+    canaries included, runs on stock Beam. Imported here, so that tests without Beam do not load its runners."""
+    from runners import beam_compat
+    with beam_compat.installed(beam_compat.STREAM):
+        yield

@@ -5,7 +5,6 @@ import orjson
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.transforms.window import TimestampedValue
 
-from runners import direct_fixes
 from tests.clicks import T0
 from transforms.records import RawRecord
 
@@ -24,7 +23,6 @@ def raw(event_id, second, ad_id="ad-1", received_second=None, country="US"):
 
 
 def streaming_options() -> PipelineOptions:
-    direct_fixes.install()
     options = PipelineOptions([])
     options.view_as(StandardOptions).streaming = True
     return options

@@ -10,7 +10,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.runners.worker import statesampler
 
 from loadgen.generator import GeneratorConfig, write_log
-from runners import direct_fixes, replay
+from runners import replay
 from transforms import dedup
 
 CONFIG = GeneratorConfig(events=3_000, seed=11, ads=200, minutes=5, duplicate_rate=0.08, late_rate=0.05,
@@ -101,7 +101,7 @@ def test_a_missing_input_is_a_clear_error_not_a_traceback(tmp_path, capsys):
 
 def test_a_local_replay_spills_its_dedup_shuffle_and_removes_it(jsonl_log, tmp_path, monkeypatch):
     """The dedup shuffle waits in files in --spill-dir while the replay runs; none are left after it.
-    Bundle ends no longer wait for the state sampler's 200 ms sleep."""
+    The state sampler's fix (runners/beam_compat.py) lasts for the run only."""
     created = []
     create = FileSystems.create
     monkeypatch.setattr(dedup.FileSystems, "create", lambda path, *a, **k: created.append(path) or create(path, *a, **k))
@@ -112,4 +112,4 @@ def test_a_local_replay_spills_its_dedup_shuffle_and_removes_it(jsonl_log, tmp_p
     spilled = [path for path in created if path.endswith(".packed")]
     assert spilled and all(path.startswith(str(tmp_path / "spill")) for path in spilled)
     assert os.listdir(tmp_path / "spill") == []
-    assert statesampler.StateSampler("s", None).sampling_period_ms == direct_fixes.SAMPLING_PERIOD_MS
+    assert statesampler.StateSampler("s", None).sampling_period_ms == statesampler.DEFAULT_SAMPLING_PERIOD_MS

@@ -6,6 +6,7 @@ the TTL (with buckets: the end of the first copy's bucket plus the TTL).
 """
 
 import apache_beam as beam
+import pytest
 from apache_beam.runners.direct import watermark_manager
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
@@ -54,6 +55,7 @@ def across_bundles_windows_and_the_ttl():
             .advance_watermark_to_infinity())
 
 
+@pytest.mark.usefixtures("beam_fixes")
 def test_same_as_deduplicate_per_key_across_bundles_windows_and_expiry():
     expected = ["e1", "e1", "e2", "e2", "e3", "e3", "e4", "e5"]
     for bucket_seconds in (0.001, 60):
@@ -76,6 +78,7 @@ def test_with_one_ms_buckets_the_expiry_is_deduplicate_per_keys_to_the_milliseco
     run(stream(), 60, ["e3"], ["e3", "e3"])
 
 
+@pytest.mark.usefixtures("beam_fixes")
 def test_the_per_key_variant_for_benchmarks_counts_like_ours():
     pipeline = beam.Pipeline(options=streaming_options())
     ids = (pipeline | across_bundles_windows_and_the_ttl()
@@ -87,9 +90,10 @@ def test_the_per_key_variant_for_benchmarks_counts_like_ours():
     assert (totals["unique"], totals["duplicates"]) == (8, 4)
 
 
+@pytest.mark.usefixtures("beam_fixes")
 def test_the_runner_forgets_dedup_keys_whose_state_and_timers_are_gone(monkeypatch):
     """The DirectRunner keeps an entry per key a stateful step ever saw and scans them all between
-    bundles; `direct_fixes` drops the empty ones, so a long local stream does not scan ever more
+    bundles; `beam_compat` drops the empty ones, so a long local stream does not scan ever more
     forgotten buckets. Here 40 one-second buckets × 4 shards expire along the stream."""
     scanned = []
     original = watermark_manager._TransformWatermarks.__init__

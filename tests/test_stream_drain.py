@@ -26,7 +26,7 @@ from apache_beam.runners.runner import PipelineState
 
 from loadgen.generator import GeneratorConfig
 from loadgen.publish import PubSubPublisher, emissions_around_now, publish
-from runners import direct_fixes
+from runners import beam_compat
 from sources.pubsub import ReadPubSub
 from tests.pubsub_cases import odd_clicks, wait_for
 from tests.stream_truth import clicks_per_minute, sink_clicks_per_minute
@@ -158,18 +158,17 @@ def test_an_idle_stream_keeps_firing_early_panes(pubsub_topic, tmp_path):
         stop_for_good(stream)
 
 
-def test_an_idle_read_leaves_no_bundles_behind_and_a_drain_ends_the_run(pubsub_topic):
+def test_an_idle_read_leaves_no_bundles_behind_and_a_drain_ends_the_run(pubsub_topic, beam_fixes):
     """Each pull hands the DirectRunner an empty bundle that its watermark bookkeeping used to keep
-    for good (one a second while idle, each walked at every pull); `direct_fixes` keeps none."""
+    for good (one a second while idle, each walked at every pull); `beam_compat` keeps none."""
     _, subscription = pubsub_topic
     pipeline = beam.Pipeline(options=PipelineOptions(runner="DirectRunner", streaming=True))
     _ = pipeline | ReadPubSub(subscription) | beam.Map(lambda record: record)
-    direct_fixes.install()
     result = pipeline.run()
-    time.sleep(3 * direct_fixes.PULL_TIMEOUT_SECONDS)
+    time.sleep(3 * beam_compat.PULL_TIMEOUT_SECONDS)
     watermarks = result._evaluation_context._watermark_manager._transform_to_watermarks
     (read,) = [marks for applied, marks in watermarks.items() if not applied.inputs]
     pending = len(read._pending)
-    direct_fixes.drain(result)
+    beam_compat.drain(result)
     assert result.wait_until_finish() == PipelineState.DONE
     assert pending == 0

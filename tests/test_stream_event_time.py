@@ -5,6 +5,7 @@ Expected values are worked out by hand from each scenario's events.
 
 import apache_beam as beam
 import orjson
+import pytest
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.utils.windowed_value import PaneInfoTiming
@@ -56,6 +57,7 @@ def run_dag(stream, config, check):
     return counters(result)
 
 
+@pytest.mark.usefixtures("beam_fixes")
 def test_early_on_time_and_late_panes_accumulate_and_too_late_clicks_are_set_aside():
     stream = (TestStream()
               .advance_watermark_to(at(0))
@@ -89,6 +91,7 @@ def test_early_on_time_and_late_panes_accumulate_and_too_late_clicks_are_set_asi
     assert totals.get("malformed", 0) == totals.get("skewed", 0) == 0
 
 
+@pytest.mark.usefixtures("beam_fixes")
 def test_lateness_is_judged_against_the_watermark_after_big_jumps():
     """Every click either reaches its window or is set aside: none is dropped unseen."""
     stream = (TestStream()
@@ -133,6 +136,7 @@ def test_the_detector_alone_at_the_boundary():
     pipeline.run().wait_until_finish()
 
 
+@pytest.mark.usefixtures("beam_fixes")
 def test_a_click_hours_ahead_is_set_aside_and_moves_nothing():
     """A phone three hours ahead: its click is skewed, opens no future minute, and the clicks after
     it are on time, not late (had the watermark followed it, they would have been dropped)."""

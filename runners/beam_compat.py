@@ -1,8 +1,16 @@
-"""Fixes for Beam 2.77's local runners: seven for the streaming DirectRunner, the local stream
-runner (lost counters, per-bundle signature inspection, 10-message Pub/Sub pulls, keys never
-forgotten, no drain, early panes that wait for a 30 s pull, empty bundles kept), one for the
-FnApiRunner, which runs a local replay (bundle ends that wait for the state sampler). Other
-runners use none of these code paths.
+"""Apache Beam 2.77's local runners, patched: eight fixes, installed only around the runs that need them.
+
+Seven are for the streaming DirectRunner, the local stream runner (`STREAM`: lost counters, per-bundle
+signature inspection, 10-message Pub/Sub pulls, keys never forgotten, no drain, early panes that wait for a
+30 s pull, empty bundles kept), one for the FnApiRunner, which runs a local replay (`BATCH`: bundle ends that
+wait for the state sampler). Other runners use none of these code paths. Each bug is written up in
+docs/upstream/ and has a strict-xfail canary in tests/test_beam_compat.py that fails the day Beam fixes it.
+
+`installed(patches)` checks the Beam version and every target first, then patches for the `with` block only
+and restores Beam's own code after it, so the rest of a process (the canaries, a test on stock Beam) runs
+unpatched. The patches replace Beam internals: on any Beam but 2.77, or when a target is gone, they refuse
+with one line (`UnsupportedBeam`) rather than patch what they were not written for or skip a patch, since a
+local run without fix 1 would silently under-count clicks.
 
 1. Counters. Each bundle gets a fresh MetricsContainer, committed when the
    bundle ends, but each worker thread's StateSampler caches its scoped states
@@ -59,25 +67,49 @@ runners use none of these code paths.
    --profile`). The sampler wakes every SAMPLING_PERIOD_MS instead.
 """
 
+import contextlib
+import dataclasses
+import threading
 import weakref
+from typing import Any, Callable
 
+import apache_beam
 from apache_beam.runners.direct import transform_evaluator, watermark_manager
 from apache_beam.runners.direct.util import TransformResult
 from apache_beam.runners.worker import statesampler
 from apache_beam.transforms import core, userstate
 from apache_beam.utils.timestamp import MAX_TIMESTAMP
 
+SUPPORTED_BEAM = "2.77"
 PULL_MESSAGES = 1000
 PULL_TIMEOUT_SECONDS = 2
 SAMPLING_PERIOD_MS = 10
 
-_installed = False
-_draining = weakref.WeakSet()  # the evaluation contexts of runs asked to drain
+
+class UnsupportedBeam(ValueError):
+    """The installed Beam is not the one the patches were written for: one line, for the launchers to print."""
 
 
-def _fix_counters() -> None:
-    original = statesampler.StateSampler.scoped_state
+@dataclasses.dataclass(frozen=True)
+class Patch:
+    """Fix `number`: Beam's `owner.attribute` replaced by `replace(original)` while installed."""
+    number: int
+    owner: Any
+    attribute: str
+    replace: Callable[[Any], Any]
 
+    @property
+    def target(self) -> str:
+        return f"{getattr(self.owner, '__qualname__', self.owner.__name__)}.{self.attribute}"
+
+    def original(self):
+        """Beam's own value: a class's own attribute (a classmethod stays one), else the attribute."""
+        if isinstance(self.owner, type):
+            return self.owner.__dict__[self.attribute]
+        return getattr(self.owner, self.attribute)
+
+
+def _fix_counters(original):
     def scoped_state(self, name_context, state_name, io_target=None, metrics_container=None):
         state = original(self, name_context, state_name, io_target, metrics_container)
         cached = state.metrics_container
@@ -86,13 +118,14 @@ def _fix_counters() -> None:
                 cached.reset()
                 metrics_container.metrics = cached.metrics
         return state
+    return scoped_state
 
-    statesampler.StateSampler.scoped_state = scoped_state
+
+_dofn_specs = {}  # one cache for both of fix 2's targets
 
 
-def _cache_dofn_specs() -> None:
-    original = userstate.get_dofn_specs
-    cache = {}
+def _cache_dofn_specs(original):
+    cache = _dofn_specs
 
     def get_dofn_specs(dofn):
         key = (type(dofn), dofn._fn) if isinstance(dofn, core.CallableWrapperDoFn) else type(dofn)
@@ -103,9 +136,7 @@ def _cache_dofn_specs() -> None:
             return specs
         except TypeError:  # an unhashable function
             return original(dofn)
-
-    userstate.get_dofn_specs = get_dofn_specs
-    transform_evaluator.get_dofn_specs = get_dofn_specs
+    return get_dofn_specs
 
 
 class _LargerPulls:
@@ -129,77 +160,110 @@ class _LargerPulls:
         return getattr(self._client, name)
 
 
-def _pull_more() -> None:
-    evaluator = transform_evaluator._PubSubReadEvaluator
-    original = evaluator._get_subscriber_client.__func__
-
+def _pull_more(original):
     def get_subscriber_client(cls, transform):
-        return _LargerPulls(original(cls, transform))
-
-    evaluator._get_subscriber_client = classmethod(get_subscriber_client)
+        return _LargerPulls(original.__func__(cls, transform))
+    return classmethod(get_subscriber_client)
 
 
 def _is_empty(state) -> bool:
     return not (state.timers or state.global_state or any(state.state.values()))
 
 
-def _forget_empty_keys() -> None:
-    original = watermark_manager._TransformWatermarks.extract_transform_timers
-
+def _forget_empty_keys(original):
     def extract_transform_timers(self):
         with self._lock:
             for key in [key for key, state in self._keyed_states.items() if _is_empty(state)]:
                 del self._keyed_states[key]
         return original(self)
-
-    watermark_manager._TransformWatermarks.extract_transform_timers = extract_transform_timers
-
-
-def drain(result) -> None:
-    """Stops the Pub/Sub reads of the DirectRunner run `result` and lets its watermark go to the end
-    (fix 5; `install()` first): the run then finishes by itself."""
-    _draining.add(result._evaluation_context)
+    return extract_transform_timers
 
 
-def _stop_reads_on_drain() -> None:
-    evaluator = transform_evaluator._PubSubReadEvaluator
-    original = evaluator.finish_bundle
+_draining = weakref.WeakSet()  # the evaluation contexts of runs asked to drain
 
+
+def _stop_reads_on_drain(original):
     def finish_bundle(self):
         if self._evaluation_context not in _draining:
             return original(self)
         return TransformResult(self, [], [], None, {None: MAX_TIMESTAMP})
+    return finish_bundle
 
-    evaluator.finish_bundle = finish_bundle
 
-
-def _keep_no_empty_pending() -> None:
-    original = watermark_manager._TransformWatermarks.add_pending
-
+def _keep_no_empty_pending(original):
     def add_pending(self, pending):
         if pending.has_elements():
             original(self, pending)
-
-    watermark_manager._TransformWatermarks.add_pending = add_pending
-
-
-def _prompt_bundle_ends() -> None:
-    statesampler.StateSampler.__init__.__defaults__ = (SAMPLING_PERIOD_MS,)
+    return add_pending
 
 
-def install() -> None:
-    """The streaming DirectRunner's fixes."""
-    global _installed
-    if not _installed:
-        _fix_counters()
-        _cache_dofn_specs()
-        _pull_more()
-        _forget_empty_keys()
-        _stop_reads_on_drain()
-        _keep_no_empty_pending()
-        _installed = True
+def _prompt_bundle_ends(_original):
+    return (SAMPLING_PERIOD_MS,)
 
 
-def install_for_batch() -> None:
-    """The FnApiRunner's fix."""
-    _prompt_bundle_ends()
+_PubSubRead, _Watermarks = transform_evaluator._PubSubReadEvaluator, watermark_manager._TransformWatermarks
+COUNTERS = Patch(1, statesampler.StateSampler, "scoped_state", _fix_counters)
+DOFN_SPECS = (Patch(2, userstate, "get_dofn_specs", _cache_dofn_specs),
+              Patch(2, transform_evaluator, "get_dofn_specs", _cache_dofn_specs))
+PULLS = Patch(3, _PubSubRead, "_get_subscriber_client", _pull_more)  # fix 6 too: the pull's timeout
+FORGET_KEYS = Patch(4, _Watermarks, "extract_transform_timers", _forget_empty_keys)
+DRAIN = Patch(5, _PubSubRead, "finish_bundle", _stop_reads_on_drain)
+NO_EMPTY_PENDING = Patch(7, _Watermarks, "add_pending", _keep_no_empty_pending)
+BUNDLE_ENDS = Patch(8, statesampler.StateSampler.__init__, "__defaults__", _prompt_bundle_ends)
+STREAM = (COUNTERS, *DOFN_SPECS, PULLS, FORGET_KEYS, DRAIN, NO_EMPTY_PENDING)  # the streaming DirectRunner's
+BATCH = (BUNDLE_ENDS,)  # the FnApiRunner's
+
+_lock = threading.Lock()
+_active = {}  # (id(owner), attribute) -> [Beam's original, how many `installed` blocks use the patch]
+
+
+def check(patches=STREAM + BATCH) -> None:
+    """UnsupportedBeam unless this Beam is the one `patches` were written for and has each of their targets."""
+    version = apache_beam.__version__
+    if patches and version.split(".")[:2] != SUPPORTED_BEAM.split("."):
+        raise UnsupportedBeam(f"the local runners need Apache Beam {SUPPORTED_BEAM}.x (runners/beam_compat.py "
+                              f"patches its internals), not {version}: pip install 'apache-beam=={SUPPORTED_BEAM}.*'")
+    for patch in patches:
+        try:
+            patch.original()
+        except (KeyError, AttributeError):
+            raise UnsupportedBeam(f"Apache Beam {version} has no {patch.target}, which fix {patch.number} of "
+                                  "runners/beam_compat.py replaces: check its canary in tests/test_beam_compat.py"
+                                  ) from None
+
+
+@contextlib.contextmanager
+def installed(patches):
+    """`patches` (STREAM, BATCH or none) in force for the block, after `check`; Beam's own code again after it.
+    Blocks may nest and overlap across threads: a patch stays until the last block using it ends."""
+    patches = tuple(patches)
+    check(patches)
+    with _lock:
+        for patch in patches:
+            key = (id(patch.owner), patch.attribute)
+            if key not in _active:
+                original = patch.original()
+                _active[key] = [original, 0]
+                setattr(patch.owner, patch.attribute, patch.replace(original))
+            _active[key][1] += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            for patch in reversed(patches):
+                key = (id(patch.owner), patch.attribute)
+                _active[key][1] -= 1
+                if not _active[key][1]:
+                    setattr(patch.owner, patch.attribute, _active.pop(key)[0])
+
+
+def is_installed(patch: Patch) -> bool:
+    return (id(patch.owner), patch.attribute) in _active
+
+
+def drain(result) -> None:
+    """Stops the Pub/Sub reads of the DirectRunner run `result` and lets its watermark go to the end
+    (fix 5, which must be installed while the run lasts): the run then finishes by itself."""
+    if not is_installed(DRAIN):
+        raise RuntimeError("drain() needs the run inside beam_compat.installed(STREAM)")
+    _draining.add(result._evaluation_context)
