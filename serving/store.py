@@ -19,7 +19,7 @@ import sqlite3
 import threading
 import time
 from typing import Dict, List, Mapping, Optional, Tuple
-from urllib.parse import urlparse
+from urllib.parse import quote, urlparse
 
 from sinks import BIGTABLE_SCHEME, SQLITE_SCHEME, bigtable_table, meta, sqlite_path
 from sinks.meta import SinkMeta
@@ -121,26 +121,19 @@ class Store(abc.ABC):
 
 
 class SqliteStore(Store):
-    """The SQLite sink's tables, read with one query-only connection per thread."""
+    """The SQLite sink's tables, read with one read-only connection per thread: the API never writes to
+    the database, its schema or its settings. `open_store` checks the database first."""
 
     kind = "sqlite"
 
     def __init__(self, path: str):
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"no SQLite database at {path}: run `adclick replay --sink sqlite:///{path}` first")
-        from sinks.sqlite import connect
-        try:
-            connect(path).close()  # the schema, as the sink creates it, so an idle store answers zeros
-        except sqlite3.DatabaseError as error:
-            raise ValueError(f"{path} is not an adclick SQLite database: {error}") from None
         self._path = path
         self._local = threading.local()
 
     def _connection(self) -> sqlite3.Connection:
         connection = getattr(self._local, "connection", None)
         if connection is None:
-            connection = sqlite3.connect(self._path, timeout=30, check_same_thread=False)
-            connection.execute("PRAGMA query_only = ON")
+            connection = read_only(self._path)
             self._local.connection = connection
         return connection
 
@@ -208,6 +201,7 @@ class BigtableStore(Store):
     """The Bigtable sink's rows (see sinks/bigtable.py for the key design).
 
     Every read has a deadline, so an unreachable Bigtable makes a 503, never a hung request.
+    `open_store` checks the table first.
     """
 
     kind = "bigtable"
@@ -215,8 +209,8 @@ class BigtableStore(Store):
 
     def __init__(self, ref):
         from google.cloud.bigtable.table import DEFAULT_RETRY_READ_ROWS
+
         from sinks import bigtable
-        bigtable.check_table(ref)
         self._bt = bigtable
         self._table = bigtable.client(ref.project).instance(ref.instance).table(ref.table)
         self._retry = DEFAULT_RETRY_READ_ROWS.with_deadline(self.READ_DEADLINE_SECONDS)
@@ -297,11 +291,43 @@ class BigtableStore(Store):
             return meta.inferred_bigtable(self._table)
 
 
+def read_only(path: str) -> sqlite3.Connection:
+    """A connection that can only read the database at `path` (a `mode=ro` URI): it creates no file and no table."""
+    uri = f"file:{quote(os.path.abspath(path))}?mode=ro"
+    return sqlite3.connect(uri, uri=True, timeout=30, check_same_thread=False)
+
+
+def check_sqlite_store(path: str) -> None:
+    """Raises FileNotFoundError or ValueError, with one line, unless `path` is an adclick SQLite database
+    with every table the API reads (a database the sink wrote, or checked before a run)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no SQLite database at {path}: run `adclick replay --sink sqlite:///{path}` first")
+    try:
+        connection = read_only(path)
+        try:
+            tables = {name for name, in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            connection.close()
+    except sqlite3.DatabaseError as error:
+        raise ValueError(f"{path} is not an adclick SQLite database: {error}") from None
+    from sinks.sqlite import TABLES
+    missing = [table for table in TABLES if table not in tables]
+    if missing:
+        raise ValueError(f"{path} is not an adclick SQLite database, or one an older adclick wrote: it lacks "
+                         f"{', '.join(missing)} (a replay or a stream into it adds them)")
+
+
 def open_store(url: str) -> Store:
-    """The store a sink URL names; raises ValueError / FileNotFoundError with a one-line reason."""
+    """The store a sink URL names, once it is known to answer; raises ValueError / FileNotFoundError with a
+    one-line reason (`adclick serve` says it and stops before it listens)."""
     scheme = urlparse(url).scheme
     if scheme == SQLITE_SCHEME:
-        return SqliteStore(sqlite_path(url))
+        path = sqlite_path(url)
+        check_sqlite_store(path)
+        return SqliteStore(path)
     if scheme == BIGTABLE_SCHEME:
-        return BigtableStore(bigtable_table(url))
+        from sinks.bigtable import check_table
+        ref = bigtable_table(url)
+        check_table(ref)
+        return BigtableStore(ref)
     raise ValueError(f"unknown sink {url!r}: expected sqlite:///PATH or bigtable://PROJECT/INSTANCE/TABLE")

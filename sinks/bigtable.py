@@ -261,15 +261,14 @@ class _ToDirectRows(beam.DoFn):
 class WriteToBigtable(beam.PTransform):
     """Writes `Aggregates` to a Bigtable table with Beam's WriteToBigTable.
 
-    The table is checked when the sink is built, before any pipeline runs. Transient errors
-    are retried with exponential backoff by the client's mutations batcher, and a failed
-    bundle is retried by the runner: both are safe because every write is idempotent.
+    Building it touches nothing: the launcher checks the table before any pipeline runs
+    (`sinks.meta.check_sink`, which calls `check_table`). Transient errors are retried with
+    exponential backoff by the client's mutations batcher, and a failed bundle is retried by the
+    runner: both are safe because every write is idempotent.
     """
 
-    def __init__(self, ref: TableRef, check: bool = True, flush_count: Optional[int] = None):
+    def __init__(self, ref: TableRef, flush_count: Optional[int] = None):
         super().__init__()
-        if check:
-            check_table(ref)
         self._ref = ref
         self._flush_count = flush_count
 

@@ -41,8 +41,10 @@ class SinkMeta:
 
 
 def check_sink(url: str, window_seconds: int, filter_dimensions: Sequence[Sequence[str]]) -> SinkMeta:
-    """Before a run: refuses (ValueError, one line) a window size other than the sink's, else records
-    the size and adds the run's filters to the sink's. Returns what the sink holds now."""
+    """Before a run (the launchers call it; the sinks' constructors touch nothing): refuses (ValueError,
+    one line) a sink that cannot be written (no SQLite database, read-only, a directory; a Bigtable
+    table that is missing, lacks its families or cannot be reached) or a window size other than the
+    sink's, else records the size and adds the run's filters to the sink's. Returns what the sink holds now."""
     wanted = frozenset(dimension_set(dimensions) for dimensions in filter_dimensions)
     scheme = urlparse(url).scheme
     if scheme == SQLITE_SCHEME:
@@ -75,8 +77,9 @@ def inferred_sqlite(connection: sqlite3.Connection) -> SinkMeta:
 
 
 def _record_sqlite(url: str, window_seconds: int, wanted: FrozenSet[str]) -> SinkMeta:
-    from sinks.sqlite import connect
+    from sinks.sqlite import check_writable, connect
     path = sqlite_path(url)
+    check_writable(path)
     try:
         connection = connect(path)
         try:

@@ -38,7 +38,7 @@ T0 = 1_767_225_600_000
 MINUTE = 60_000
 
 
-def write(url, per_ad=(), per_filter=(), top_ads=(), top_ads_sliding=(), check=True):
+def write(url, per_ad=(), per_filter=(), top_ads=(), top_ads_sliding=()):
     """Runs a pipeline that hands these aggregates to the sink, as the DAG would."""
     with beam.Pipeline() as pipeline:
         aggregates = Aggregates(
@@ -47,7 +47,7 @@ def write(url, per_ad=(), per_filter=(), top_ads=(), top_ads_sliding=(), check=T
             top_ads=pipeline | "TopAds" >> beam.Create(list(top_ads), reshuffle=False),
             top_ads_sliding=pipeline | "TopAdsSliding" >> beam.Create(list(top_ads_sliding), reshuffle=False),
         )
-        aggregates | WriteToBigtable(bigtable_table(url), check=check)
+        aggregates | WriteToBigtable(bigtable_table(url))
 
 
 def run_cli(*argv):
@@ -142,7 +142,7 @@ def test_writes_retry_with_backoff_until_bigtable_answers(tmp_path, monkeypatch)
     starter = threading.Thread(target=start_later)
     starter.start()
     try:
-        write(url, [AdCount(f"ad-{n}", T0, n) for n in range(1, 51)], check=False)
+        write(url, [AdCount(f"ad-{n}", T0, n) for n in range(1, 51)])
         starter.join()
         counts = {key: decode_count(versions[0][1]) for (key, family, _), versions in all_cells(url).items()}
         assert {key: n for key, n in counts.items() if key.startswith(b"ad#")} == \

@@ -1,8 +1,11 @@
 """The store interface answers the same on SQLite and Bigtable, and what plain Python counts."""
 
+import sqlite3
+
 import pytest
 
 from serving.store import open_store
+from sinks.sqlite import SCHEMA, write_rows
 from tests.serving_cases import (
     ADS,
     MINUTE,
@@ -58,3 +61,34 @@ def test_a_missing_sqlite_database_is_refused(tmp_path):
         open_store(f"sqlite:///{tmp_path / 'none.db'}")
     with pytest.raises(ValueError, match="unknown sink"):
         open_store("mysql://x")
+
+
+def test_the_sqlite_store_only_reads_its_database(tmp_path):
+    """No schema, no journal mode, no file of the API's own: a database in rollback-journal mode stays so."""
+    path = tmp_path / "sink.db"
+    connection = sqlite3.connect(path)
+    connection.executescript(SCHEMA)
+    write_rows(connection, per_ad=[("ad-1", T0, 3)])
+    connection.close()
+    before = path.read_bytes()
+    store = open_store(f"sqlite:///{path}")
+    try:
+        assert store.clicks("ad-1", T0, T0 + MINUTE, None) == 3 and store.latest_minute() is None
+        with pytest.raises(Exception, match="readonly"):
+            store._connection().execute("DELETE FROM clicks_per_minute")
+    finally:
+        store.close()
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["sink.db"]
+
+
+def test_a_database_without_the_sinks_tables_is_refused_and_left_as_it_was(tmp_path):
+    path = tmp_path / "other.db"
+    sqlite3.connect(path).execute("CREATE TABLE clicks_per_minute (ad_id, window_start, clicks)")
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match="lacks clicks_per_minute_by_filter, top_ads, top_ads_sliding, sink_meta"):
+        open_store(f"sqlite:///{path}")
+    junk = tmp_path / "junk.db"
+    junk.write_text("not a database")
+    with pytest.raises(ValueError, match="is not an adclick SQLite database: file is not a database"):
+        open_store(f"sqlite:///{junk}")
+    assert path.read_bytes() == before and junk.read_text() == "not a database"

@@ -5,6 +5,7 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 
 from sinks import sink_for, sqlite_path
+from sinks.meta import check_sink
 from sinks.sqlite import connect, write_rows
 from transforms.records import AdCount, Aggregates, FilterCount, TopAds
 
@@ -50,6 +51,21 @@ def test_the_beam_sink_writes_every_table(tmp_path):
     pipeline.run()
     write_rows(connect(str(tmp_path / "direct.db")), PER_AD, PER_FILTER, TOP)
     assert dump(path) == dump(str(tmp_path / "direct.db"))
+
+
+def test_building_the_sink_touches_nothing_and_the_launchers_check_refuses_what_cannot_be_written(tmp_path):
+    new = tmp_path / "not" / "yet" / "there.db"
+    junk = tmp_path / "junk.db"
+    junk.write_text("not a database")
+    for path in (new, junk, tmp_path):
+        sink_for(f"sqlite:///{path}")  # a sink is built before any check, and builds no file or directory
+    assert not (tmp_path / "not").exists() and junk.read_text() == "not a database"
+    with pytest.raises(ValueError, match="not a database"):
+        check_sink(f"sqlite:///{junk}", 60, [("country",)])
+    with pytest.raises(ValueError, match="is a directory"):
+        check_sink(f"sqlite:///{tmp_path}", 60, [("country",)])
+    assert check_sink(f"sqlite:///{new}", 60, [("country",)]).window_seconds == 60
+    assert dump(str(new)) == {"clicks_per_minute": [], "clicks_per_minute_by_filter": [], "top_ads": []}
 
 
 @pytest.mark.parametrize("url", ["sqlite://host/x.db", "sqlite:///", "postgres:///x", "x.db"])
