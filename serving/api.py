@@ -257,6 +257,19 @@ def create_app(store: Store, max_window_minutes: int = DEFAULT_MAX_WINDOW_MINUTE
         description="Clicks per ad and minute, and the most clicked ads, from the adclick aggregates. " + __doc__,
         docs_url=None, redoc_url=None,  # their pages load scripts from a CDN; the schema is at /openapi.json
     )
+    registry = _metrics(app, store)
+    app.state.store = store
+    _add_error_handlers(app)
+    reads = _Reads(store, clock)
+    _add_query_routes(app, reads, max_window_minutes)
+    _add_dashboard_routes(app, reads, max_window_minutes)
+    _add_operation_routes(app, store, registry)
+    app.openapi = lambda: _openapi_with_our_errors(app)
+    return app
+
+
+def _metrics(app: FastAPI, store: Store) -> CollectorRegistry:
+    """The app's own Prometheus registry: requests and latency by route (middleware), the store's freshness."""
     registry = CollectorRegistry()
     requests = Counter("adclick_api_requests", "API requests by route template, method and status",
                        ["method", "route", "status"], registry=registry)
@@ -265,19 +278,11 @@ def create_app(store: Store, max_window_minutes: int = DEFAULT_MAX_WINDOW_MINUTE
                         buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
     registry.register(_StoreFreshness(store))
     app.add_middleware(_RequestMetrics, requests=requests, latency=latency)
-    app.state.store = store
+    return registry
 
-    def last_complete_minute() -> int:
-        return minute_start(int(clock() * 1000)) - MINUTE_MS
 
-    def time_range(from_text: Optional[str], to_text: Optional[str], limit_minutes: int):
-        end = minute_start(parse_time(to_text, "to")) if to_text is not None else last_complete_minute() + MINUTE_MS
-        start = minute_start(parse_time(from_text, "from")) if from_text is not None else end - MINUTE_MS
-        if start > end:
-            raise BadRequest("from must not be after to")
-        if end - start > limit_minutes * MINUTE_MS:
-            raise BadRequest(f"from..to spans more than {limit_minutes} minutes")
-        return start, end
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every error is one line of JSON: 400 bad parameters, 404 unknown path, 503 store unavailable, 500 a bug."""
 
     @app.exception_handler(BadRequest)
     async def bad_request(request, error):
@@ -301,54 +306,85 @@ def create_app(store: Store, max_window_minutes: int = DEFAULT_MAX_WINDOW_MINUTE
         LOG.exception("internal error on %s", request.url.path)
         return _error(500, "internal error; see the server log")
 
-    def held_filter(filter_text: Optional[str]) -> Optional[str]:
+
+class _Reads:
+    """What the routes share: the store, the clock's last complete minute, and the parameters read
+    against both (time ranges, filters the sink holds)."""
+
+    def __init__(self, store: Store, clock: Callable[[], float]):
+        self.store = store
+        self._clock = clock
+
+    def last_complete_minute(self) -> int:
+        return minute_start(int(self._clock() * 1000)) - MINUTE_MS
+
+    def time_range(self, from_text: Optional[str], to_text: Optional[str], limit_minutes: int):
+        """[start, end) of minute starts; `to` defaults to the end of the last complete minute, `from` to a minute
+        before `to`."""
+        end = (minute_start(parse_time(to_text, "to")) if to_text is not None
+               else self.last_complete_minute() + MINUTE_MS)
+        start = minute_start(parse_time(from_text, "from")) if from_text is not None else end - MINUTE_MS
+        if start > end:
+            raise BadRequest("from must not be after to")
+        if end - start > limit_minutes * MINUTE_MS:
+            raise BadRequest(f"from..to spans more than {limit_minutes} minutes")
+        return start, end
+
+    def held_filter(self, filter_text: Optional[str]) -> Optional[str]:
         """The normalized filter, if the sink aggregated its dimensions; else a 400 that names what it holds."""
         normalized = parse_filter(filter_text)
         if normalized is not None:
-            held = store.meta().filters
+            held = self.store.meta().filters
             if dimension_set_of(normalized) not in held:
                 holds = f"only filters over {', '.join(sorted(held))}" if held else "no filters"
                 raise BadRequest(f"filter {normalized[:80]} was never aggregated in this sink, which holds {holds} "
                                  f"(replay with --filters to add {dimension_set_of(normalized)})")
         return normalized
 
-    ad_id_parameter = Path(min_length=1, max_length=MAX_ID_LENGTH, description="the ad, 1..256 characters")
-    filter_parameter = Query(None, alias="filter", description=_FILTER_HELP, max_length=600)
+
+_AD_ID = Path(min_length=1, max_length=MAX_ID_LENGTH, description="the ad, 1..256 characters")
+_FILTER = Query(None, alias="filter", description=_FILTER_HELP, max_length=600)
+_FROM = _time_query("from", "first minute; default: `to` - 1 minute")
+_TO = _time_query("to", "end (exclusive); default: the end of the last complete minute")
+
+
+def _add_query_routes(app: FastAPI, reads: _Reads, max_window_minutes: int) -> None:
+    """SPEC.md's two queries: the most clicked ads, and one ad's clicks over a range."""
+    store = reads.store
 
     @app.get("/v1/ads/popular_ads", response_model=PopularAds, responses=ERRORS, tags=["queries"],
              summary="The most clicked ads over the last `window` minutes up to `at`")
     def popular_ads(
             count: int = Query(AggregateConfig.top_n, ge=1, le=MAX_COUNT, description="how many ads"),
             window: int = Query(1, ge=1, le=max_window_minutes, description="minutes, ending with the minute `at`"),
-            filter_text: Optional[str] = filter_parameter,
+            filter_text: Optional[str] = _FILTER,
             at: Optional[str] = _time_query("at", "the window's last minute; default: the last complete minute")):
-        last = minute_start(parse_time(at, "at")) if at is not None else last_complete_minute()
+        last = minute_start(parse_time(at, "at")) if at is not None else reads.last_complete_minute()
         start, end = last - (window - 1) * MINUTE_MS, last + MINUTE_MS
-        ranking = store.top_ads(start, end, held_filter(filter_text), count)
+        ranking = store.top_ads(start, end, reads.held_filter(filter_text), count)
         return {"window_start": start, "window_end": end,
                 "ad_ids": [ad_id for ad_id, _ in ranking], "counts": [clicks for _, clicks in ranking]}
 
     @app.get("/v1/ads/{ad_id:any_text}/aggregated_count", response_model=AggregatedCount, responses=ERRORS,
              tags=["queries"], summary="Clicks of one ad in the minutes [from, to)")
-    def aggregated_count(
-            ad_id: str = ad_id_parameter,
-            from_text: Optional[str] = _time_query("from", "first minute; default: `to` - 1 minute"),
-            to_text: Optional[str] = _time_query("to", "end (exclusive); default: the end of the last complete minute"),
-            filter_text: Optional[str] = filter_parameter):
-        start, end = time_range(from_text, to_text, MAX_RANGE_MINUTES)
-        normalized = held_filter(filter_text)
+    def aggregated_count(ad_id: str = _AD_ID, from_text: Optional[str] = _FROM, to_text: Optional[str] = _TO,
+                         filter_text: Optional[str] = _FILTER):
+        start, end = reads.time_range(from_text, to_text, MAX_RANGE_MINUTES)
+        normalized = reads.held_filter(filter_text)
         return {"ad_id": ad_id, "from": start, "to": end, "filter": normalized,
                 "count": store.clicks(ad_id, start, end, normalized)}
 
+
+def _add_dashboard_routes(app: FastAPI, reads: _Reads, max_window_minutes: int) -> None:
+    """What the dashboard reads besides the queries: a chart's series, the store's status, the country codes."""
+    store = reads.store
+
     @app.get("/v1/ads/{ad_id:any_text}/clicks_per_minute", response_model=ClicksPerMinute, responses=ERRORS,
              tags=["dashboard"], summary="Clicks of one ad, minute by minute (for charts)")
-    def clicks_per_minute(
-            ad_id: str = ad_id_parameter,
-            from_text: Optional[str] = _time_query("from", "first minute; default: `to` - 1 minute"),
-            to_text: Optional[str] = _time_query("to", "end (exclusive); default: the end of the last complete minute"),
-            filter_text: Optional[str] = filter_parameter):
-        start, end = time_range(from_text, to_text, MAX_SERIES_MINUTES)
-        normalized = held_filter(filter_text)
+    def clicks_per_minute(ad_id: str = _AD_ID, from_text: Optional[str] = _FROM, to_text: Optional[str] = _TO,
+                          filter_text: Optional[str] = _FILTER):
+        start, end = reads.time_range(from_text, to_text, MAX_SERIES_MINUTES)
+        normalized = reads.held_filter(filter_text)
         counts = store.clicks_per_minute(ad_id, start, end, normalized)
         minutes = list(range(start, end, MINUTE_MS))
         return {"ad_id": ad_id, "from": start, "to": end, "filter": normalized,
@@ -359,7 +395,7 @@ def create_app(store: Store, max_window_minutes: int = DEFAULT_MAX_WINDOW_MINUTE
     def status():
         held = store.meta()
         return {"store": store.kind, "latest_minute": store.latest_minute(),
-                "last_complete_minute": last_complete_minute(), "max_count": MAX_COUNT,
+                "last_complete_minute": reads.last_complete_minute(), "max_count": MAX_COUNT,
                 "max_window_minutes": max_window_minutes, "window_seconds": held.window_seconds,
                 "filters": sorted(held.filters), "filter_dimensions": held.dimensions}
 
@@ -370,6 +406,10 @@ def create_app(store: Store, max_window_minutes: int = DEFAULT_MAX_WINDOW_MINUTE
              summary="ISO 3166-1 alpha-2 codes a country filter takes")
     def country_list():
         return {"countries": countries}
+
+
+def _add_operation_routes(app: FastAPI, store: Store, registry: CollectorRegistry) -> None:
+    """Health, metrics, and the dashboard's static pages (with / sending a browser there)."""
 
     @app.get("/healthz", response_model=Health, responses={503: ERRORS[503]}, tags=["operations"],
              summary="200 when the store answers")
@@ -389,21 +429,18 @@ def create_app(store: Store, max_window_minutes: int = DEFAULT_MAX_WINDOW_MINUTE
 
     app.mount("/dashboard", StaticFiles(directory=STATIC, html=True), name="dashboard")
 
-    def openapi():
-        """The schema with FastAPI's 422 replaced by the 400 {"error"} this API answers."""
-        if app.openapi_schema is None:
-            schema = get_openapi(title=app.title, version=app.version, description=app.description,
-                                 routes=app.routes)
-            for operations in schema.get("paths", {}).values():
-                for operation in operations.values():
-                    responses = operation.get("responses", {})
-                    if responses.pop("422", None) is not None and "400" not in responses:
-                        responses["400"] = {"description": "bad parameters", "content": {"application/json": {
-                            "schema": {"$ref": "#/components/schemas/ErrorAnswer"}}}}
-            for name in ("HTTPValidationError", "ValidationError"):
-                schema.get("components", {}).get("schemas", {}).pop(name, None)
-            app.openapi_schema = schema
-        return app.openapi_schema
 
-    app.openapi = openapi
-    return app
+def _openapi_with_our_errors(app: FastAPI) -> dict:
+    """The schema with FastAPI's 422 replaced by the 400 {"error"} this API answers."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                responses = operation.get("responses", {})
+                if responses.pop("422", None) is not None and "400" not in responses:
+                    responses["400"] = {"description": "bad parameters", "content": {"application/json": {
+                        "schema": {"$ref": "#/components/schemas/ErrorAnswer"}}}}
+        for name in ("HTTPValidationError", "ValidationError"):
+            schema.get("components", {}).get("schemas", {}).pop(name, None)
+        app.openapi_schema = schema
+    return app.openapi_schema
