@@ -19,10 +19,16 @@ MVN := mvn -q -B -Dstyle.color=never -f tools/kafka/pom.xml
 BEAM_VERSION := $(shell sed -n 's/^apache-beam==//p' constraints.txt)
 PRISM := $(HOME)/.cache/adclick/prism/$(BEAM_VERSION)/prism
 GO := $(or $(shell command -v go),/usr/local/go/bin/go)
+# Beam's Kafka expansion service and Java SDK harness for ReadFromKafka on Prism, as a classpath (Maven Central
+# serves no shaded io-expansion-service jar; tools/beam-expansion/pom.xml says why); runners/expansion.py
+# looks in the same place.
+EXPANSION_VERSION := $(shell sed -n 's:.*<beam.version>\(.*\)</beam.version>.*:\1:p' tools/beam-expansion/pom.xml)
+EXPANSION_HOME := $(HOME)/.cache/adclick/expansion/$(EXPANSION_VERSION)
+EXPANSION_MVN := mvn -q -B -Dstyle.color=never -f tools/beam-expansion/pom.xml
 
-.PHONY: install kafka prism system-deps lint run test bench clean
+.PHONY: install kafka prism beam-expansion system-deps lint run test bench clean
 
-install: $(STAMP) kafka prism
+install: $(STAMP) kafka prism beam-expansion
 
 $(STAMP): setup.py constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,6 +52,17 @@ prism: $(PRISM)
 $(PRISM):
 	@test -x $(GO) || { echo 'make prism: Go is needed to build Beam'"'"'s Prism runner: https://go.dev/doc/install' >&2; exit 1; }
 	GOBIN=$(dir $@) GOFLAGS=-mod=mod $(GO) install github.com/apache/beam/sdks/v2/go/cmd/prism@v$(BEAM_VERSION)
+
+beam-expansion: $(EXPANSION_HOME)/.installed
+
+# Offline first, as for Kafka's jars.
+$(EXPANSION_HOME)/.installed: tools/beam-expansion/pom.xml
+	@command -v java >/dev/null && command -v mvn >/dev/null || \
+	  { apt-get update && apt-get install -y --no-install-recommends openjdk-17-jdk-headless maven; }
+	rm -rf $(EXPANSION_HOME)/libs
+	$(EXPANSION_MVN) -o dependency:copy-dependencies -DoutputDirectory=$(EXPANSION_HOME)/libs >/dev/null 2>&1 || \
+	  $(EXPANSION_MVN) dependency:copy-dependencies -DoutputDirectory=$(EXPANSION_HOME)/libs
+	touch $@
 
 # Debian packages the tests need: Chromium for the dashboard's browser tests, and the Bigtable and Pub/Sub
 # emulators (the Pub/Sub one runs on the Java that `make kafka` installs). The emulators come from Google

@@ -6,8 +6,9 @@ record timestamp as `receive_ts` (the producer's or broker's clock: the time
 the click was received, against which clock skew is judged).
 
 The stream uses ReadFromKafka, a Java cross-language transform: it runs on
-Flink and Dataflow and needs Beam's IO expansion service (a jar Beam downloads,
-or `--kafka-expansion-service`), with the record timestamp as event time and
+Prism, Flink and Dataflow and needs an expansion service (a local JVM on
+`make install`'s jars, Beam's jar on Dataflow, or `--kafka-expansion-service`),
+with the record timestamp as event time and
 offsets committed when a bundle is finalized, so a restarted job resumes where
 its results were durable.
 
@@ -235,22 +236,45 @@ def _metadata_to_raw_record(record) -> RawRecord:
 
 
 class ReadKafkaStream(beam.PTransform):
-    """RawRecords of a topic as a stream, through Beam's cross-language ReadFromKafka (Flink, Dataflow)."""
+    """RawRecords of a topic as a stream, through Beam's cross-language ReadFromKafka (Prism, Flink, Dataflow).
+
+    Without `expansion_service`, ReadFromKafka is expanded, and its Java worker run, by a JVM on this machine
+    (runners/expansion.py), started when the pipeline is built; on Dataflow, whose workers cannot reach this
+    machine, by Beam's own expansion-service jar instead. On Prism no offset is committed: committing on
+    finalize needs stable input, which Prism refuses, and Prism keeps its state in memory, so a restarted
+    Prism stream has none to resume with; it reads its topic from the earliest offset again, never skipping a
+    click, and rewrites the same rows (the sinks upsert).
+    """
 
     def __init__(self, url: Union[str, KafkaUrl], group_id: str = "adclick", expansion_service=None):
         super().__init__()
         self._url = parse_kafka_url(url) if isinstance(url, str) else url
         if self._url.start != Position(EARLIEST) or self._url.stop != Position(LATEST):
             raise ValueError("a Kafka stream starts where its consumer group left off: from/to are for replays")
+        self._group_id, self._expansion_service = group_id, expansion_service
+        self.read = self._read_from_kafka(expansion_service, commit=True)
+
+    def _read_from_kafka(self, expansion_service, commit: bool):
         from apache_beam.io.kafka import ReadFromKafka
-        self.read = ReadFromKafka(
-            consumer_config={"bootstrap.servers": self._url.brokers, "group.id": group_id,
-                             "auto.offset.reset": EARLIEST, "isolation.level": "read_committed"},
+        consumer_config = {"bootstrap.servers": self._url.brokers, "group.id": self._group_id,
+                           "auto.offset.reset": EARLIEST, "isolation.level": "read_committed"}
+        if not commit:  # nor the Java client's own periodic commits of what it polled
+            consumer_config["enable.auto.commit"] = "false"
+        return ReadFromKafka(
+            consumer_config=consumer_config,
             topics=[self._url.topic],
             with_metadata=True,
-            commit_offset_in_finalize=True,
+            commit_offset_in_finalize=commit,
             timestamp_policy=ReadFromKafka.create_time_policy,
             expansion_service=expansion_service)
 
     def expand(self, pbegin):
-        return pbegin | "ReadFromKafka" >> self.read | "ToRawRecords" >> beam.Map(_metadata_to_raw_record)
+        from apache_beam.options.pipeline_options import StandardOptions
+        runner = str(pbegin.pipeline.options.view_as(StandardOptions).runner or "").lower()
+        on_prism, on_dataflow = "prism" in runner, "dataflow" in runner
+        read = self.read
+        if (self._expansion_service is None and not on_dataflow) or on_prism:
+            from runners.expansion import LocalExpansionService
+            service = self._expansion_service
+            read = self._read_from_kafka(LocalExpansionService() if service is None else service, not on_prism)
+        return pbegin | "ReadFromKafka" >> read | "ToRawRecords" >> beam.Map(_metadata_to_raw_record)
