@@ -88,7 +88,8 @@ def first_copies(clicks):
     """Plain Python: per event_id the copy with the earliest click_ts, then receive time (unknown first),
     then ad_id and country (unknown first)."""
     def order(c):
-        return c.click_ts, (c.receive_ts is not None, c.receive_ts or 0), c.ad_id, (c.country is not None, c.country or "")
+        return (c.click_ts, (c.receive_ts is not None, c.receive_ts or 0), c.ad_id,
+                (c.country is not None, c.country or ""))
     best = {}
     for c in clicks:
         if c.event_id not in best or order(c) < order(best[c.event_id]):

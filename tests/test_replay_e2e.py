@@ -104,7 +104,8 @@ def test_a_local_replay_spills_its_dedup_shuffle_and_removes_it(jsonl_log, tmp_p
     The state sampler's fix (runners/beam_compat.py) lasts for the run only."""
     created = []
     create = FileSystems.create
-    monkeypatch.setattr(dedup.FileSystems, "create", lambda path, *a, **k: created.append(path) or create(path, *a, **k))
+    monkeypatch.setattr(dedup.FileSystems, "create",
+                        lambda path, *a, **k: created.append(path) or create(path, *a, **k))
     out, _ = jsonl_log
     summary = replay.run(["--input", str(out / "clicks-*"), "--sink", f"sqlite:///{tmp_path / 'a.db'}",
                           "--dead-letter", str(tmp_path / "dead.jsonl"), "--spill-dir", str(tmp_path / "spill")])
