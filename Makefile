@@ -1,5 +1,5 @@
 # adclick: `make run` builds everything and runs the main job on the embedded default (SQLite);
-# `make test` installs what is missing and runs the whole test suite.
+# `make test` installs what is missing and runs the whole test suite; `make lint` runs ruff and mypy as CI does.
 
 PYTHON ?= python3
 VENV := .venv
