@@ -1,26 +1,23 @@
 """The Kafka stream for real, without Docker: Apache Kafka -> Beam's ReadFromKafka (Java, expanded and run by
 runners/expansion.py's local JVM) -> the whole DAG on Prism -> SQLite, checked against plain Python."""
 
+import collections
 import glob
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
-import apache_beam as beam
 import pytest
-from apache_beam.options.pipeline_options import PipelineOptions
 
 from loadgen.generator import GeneratorConfig
 from loadgen.publish import EVENT_TIME, emissions_around_now, publish
-from pipelines.click_pipeline import build_pipeline
-from runners import expansion, prism, stream
-from sinks import sink_for
-from sinks.dead_letter_files import WriteDeadLetterFiles
-from sinks.meta import check_sink
-from sources.kafka import ReadKafkaStream, parse_kafka_url
-from tests.pubsub_cases import wait_for
+from runners import expansion
+from sources.kafka import parse_kafka_url
+from tests.pubsub_cases import odd_clicks, wait_for
 from tests.stream_truth import expected_tables, sink_tables
 
 pytestmark = [pytest.mark.kafka, pytest.mark.prism, pytest.mark.slow]
@@ -30,11 +27,13 @@ CONFIG = GeneratorConfig(events=3_000, seed=31, ads=120, minutes=3, duplicate_ra
 TOP_N, SLIDING_MINUTES = 10, 3
 WAIT_SECONDS = 240
 PARTITIONS = 3  # the kafka_topic fixture's
+GROUP = "adclick-test"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 class RoundRobinPublisher:
-    """Like loadgen's KafkaPublisher, but record i goes to partition i % 3: its sticky partitioner puts a
-    burst of clicks into one partition, and the stream must merge three."""
+    """Like loadgen's KafkaPublisher, but record i goes to partition i % 3: its sticky partitioner can put a
+    burst of clicks into one partition (seen here: 3,300 of 3,300), and the stream must merge three."""
 
     def __init__(self, url: str):
         from confluent_kafka import Producer
@@ -52,34 +51,67 @@ class RoundRobinPublisher:
         assert self._producer.flush(60) == 0
 
 
-def dead_letters(directory: Path) -> list:
-    return [json.loads(line) for path in glob.glob(str(directory / "**" / "*.jsonl"), recursive=True)
-            for line in Path(path).read_text().splitlines()]
+def dead_letter_reasons(directory: Path) -> dict:
+    return dict(collections.Counter(json.loads(line)["reason"] for path in glob.glob(str(directory / "*.jsonl"))
+                                    for line in Path(path).read_text().splitlines()))
 
 
 def test_a_kafka_stream_on_prism_equals_the_truth(kafka_topic, tmp_path):
-    sent = publish(emissions_around_now(CONFIG), RoundRobinPublisher(kafka_topic))
-    db, dead = tmp_path / "stream.db", tmp_path / "dead"
-    args, _ = stream.parser().parse_known_args(
-        ["--source", kafka_topic, "--sink", f"sqlite:///{db}", "--top-n", str(TOP_N),
-         "--top-sliding-minutes", str(SLIDING_MINUTES), "--early-firing-seconds", "2"])
-    config = stream.stream_config(args)
-    check_sink(args.sink, config.window.size_seconds, config.aggregates.filter_dimensions)
-    options = prism.configure(PipelineOptions([], streaming=True))
-    pipeline = build_pipeline(beam.Pipeline(options=options), source=ReadKafkaStream(kafka_topic, "adclick-test"),
-                              sink=sink_for(args.sink), dead_letter_sink=WriteDeadLetterFiles(str(dead), 2),
-                              config=config)
-    result = pipeline.run()
+    """`adclick stream --runner prism` over 3 partitions: the generator's resends, disorder, late and malformed
+    lines, then a phone 3 hours ahead and clicks 2 hours late once the watermark has moved on."""
+    publisher = RoundRobinPublisher(kafka_topic)
+    sent = publish(emissions_around_now(CONFIG), publisher)
+    db, dead, log_path = tmp_path / "stream.db", tmp_path / "dead", tmp_path / "stream.log"
+    log = open(log_path, "wb")  # a pipe nobody reads until the end would fill up and block the stream
+    stream = subprocess.Popen(
+        [sys.executable, "-m", "runners.cli", "stream", "--runner", "prism", "--source", kafka_topic,
+         "--sink", f"sqlite:///{db}", "--kafka-group", GROUP, "--top-n", str(TOP_N),
+         "--top-sliding-minutes", str(SLIDING_MINUTES), "--early-firing-seconds", "2",
+         "--dead-letter-dir", str(dead), "--dead-letter-every-seconds", "2"],
+        cwd=ROOT, start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
     expected = expected_tables(sent.truth, TOP_N, SLIDING_MINUTES)
     try:
-        wait_for(lambda: db.exists() and sink_tables(db) == expected, "every table to equal the truth",
-                 seconds=WAIT_SECONDS,
+        wait_for(lambda: db.exists() and sink_tables(db)["clicks_per_minute"], "the first panes",
+                 seconds=WAIT_SECONDS, detail=lambda: log_path.read_text(errors="replace")[-2000:])
+        now_ms = int(time.time() * 1000)
+        for line in odd_clicks(now_ms, 3, 4, "skewed") + odd_clicks(now_ms, -2, 5, "late"):
+            publisher.send(line, json.loads(line)["click_ts"])
+        publisher.flush()
+        wait_for(lambda: sink_tables(db) == expected, "every table to equal the truth", seconds=WAIT_SECONDS,
                  detail=lambda: {table: (len(rows), len(expected[table])) for table, rows in sink_tables(db).items()})
-        wait_for(lambda: len(dead_letters(dead)) == sent.malformed, "a dead letter per malformed line",
-                 seconds=WAIT_SECONDS, detail=lambda: (len(dead_letters(dead)), sent.malformed))
+        expected_reasons = {"skewed": 4, "too_late": 5}
+        wait_for(lambda: {k: v for k, v in dead_letter_reasons(dead).items() if k in expected_reasons}
+                 == expected_reasons and sum(dead_letter_reasons(dead).values()) == sent.malformed + 9,
+                 "the dead letters", seconds=WAIT_SECONDS, detail=lambda: dead_letter_reasons(dead))
+        assert sink_tables(db) == expected
+        jvms = [pid for pid in children(stream.pid) if "ExpansionService" in command_line(pid)]
+        assert len(jvms) == 1
     finally:
-        result.cancel()
-    assert committed_offsets(kafka_topic, "adclick-test") == [], "Prism commits no offset (sources/kafka.py)"
+        os.killpg(stream.pid, signal.SIGINT)
+        stream.wait(timeout=120)
+        log.close()
+    assert committed_offsets(kafka_topic, GROUP) == [], "Prism commits no offset (sources/kafka.py)"
+    assert not alive(jvms[0]), "the expansion service's JVM ends with the stream"
+    assert not list((expansion.home() / "logs").glob(f"service-{stream.pid}-*.log"))
+
+
+def children(pid: int) -> list:
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except FileNotFoundError:
+        return ""
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def committed_offsets(url: str, group: str) -> list:
@@ -96,7 +128,7 @@ def committed_offsets(url: str, group: str) -> list:
 def test_the_expansion_service_never_installed_is_one_line_that_says_make_install(tmp_path):
     env = dict(os.environ, ADCLICK_EXPANSION_HOME=str(tmp_path))
     done = subprocess.run([sys.executable, "-c", "from runners import expansion; expansion.address()"],
-                          env=env, capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)
+                          env=env, capture_output=True, text=True, cwd=ROOT)
     assert done.returncode != 0
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("runners.expansion.ExpansionServiceError: Beam's Kafka expansion service 2.73.0 is not "
@@ -106,9 +138,8 @@ def test_the_expansion_service_never_installed_is_one_line_that_says_make_instal
 def test_the_jvm_is_stopped_with_the_process_that_started_it(tmp_path):
     script = "from runners import expansion; print(expansion.address(), expansion._service[0].pid, flush=True)"
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          cwd=Path(__file__).resolve().parent.parent, timeout=expansion.START_TIMEOUT_SECONDS)
+                          cwd=ROOT, timeout=expansion.START_TIMEOUT_SECONDS)
     assert done.returncode == 0, done.stderr
     address, pid = done.stdout.split()
     assert address.startswith("localhost:")
-    with pytest.raises(ProcessLookupError):
-        os.kill(int(pid), 0)
+    assert not alive(int(pid))
