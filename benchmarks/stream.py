@@ -73,6 +73,7 @@ from runners.stream import parser as stream_parser
 from runners.stream import pipeline_options, stream_config
 from runners.summary import ACCOUNTS, counters
 from sinks.dead_letter_files import WriteDeadLetterFiles
+from sinks.meta import check_sink
 from sinks.sqlite import WriteToSqlite
 
 PROJECT = "test-project"
@@ -349,10 +350,12 @@ class _Profiled:
 
 def _full_dag(subscription: str, stream_args, beam_args, config, work: str, name: str) -> beam.Pipeline:
     from sources.pubsub import ReadPubSub
+    database = os.path.join(work, f"{name}.db")
+    # As `adclick stream` does: the sink is checked (and its tables made) before the pipeline is built.
+    check_sink(f"sqlite:///{database}", config.window.size_seconds, config.aggregates.filter_dimensions)
     return build_pipeline(
         beam.Pipeline(options=pipeline_options(stream_args, beam_args)), ReadPubSub(f"pubsub://{subscription}"),
-        WriteToSqlite(os.path.join(work, f"{name}.db")), WriteDeadLetterFiles(os.path.join(work, f"{name}-dead")),
-        config)
+        WriteToSqlite(database), WriteDeadLetterFiles(os.path.join(work, f"{name}-dead")), config)
 
 
 def _source_only(subscription: str, stream_args, beam_args) -> beam.Pipeline:
