@@ -99,7 +99,7 @@ def run_measured(command) -> tuple:
     return time.perf_counter() - started, peak
 
 
-def run(argv=None) -> dict:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="adclick bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=1_000_000, help="unique clicks to generate (default 1M)")
     parser.add_argument("--format", default="jsonl", choices=("jsonl", "parquet"))
@@ -108,30 +108,16 @@ def run(argv=None) -> dict:
     parser.add_argument("--workdir", help="keep the log and database here (default: a temporary directory)")
     parser.add_argument("--profile", metavar="PATH.html|PATH.txt",
                         help="also profile the replay with pyinstrument (slower: time it without)")
-    args, replay_args = parser.parse_known_args(argv)
+    return parser
 
+
+def run(argv=None) -> dict:
+    args, replay_args = parser().parse_known_args(argv)
     with tempfile.TemporaryDirectory() as scratch:
         work = pathlib.Path(args.workdir or scratch)
-        log_dir = work / f"log-{args.events}-{args.format}{f'-hot{args.hot_ad_share}' if args.hot_ad_share else ''}"
-        config = GeneratorConfig(args.events, minutes=max(10, args.events // 20_000), hot_ad_share=args.hot_ad_share)
-        if not (log_dir / "manifest.json").exists():
-            print(f"generating {args.events:,} clicks into {log_dir} ...", flush=True)
-            write_log(config, log_dir, args.format, files=args.files)
-        manifest = json.loads((log_dir / "manifest.json").read_text())
-        pattern = str(log_dir / "clicks-*")
-        db = work / "bench.db"
-        for stale in work.glob("bench.db*"):
-            stale.unlink()
-
+        manifest, pattern = _log(args, work)
         duck_seconds, duck = duckdb_counts(pattern, args.format)
-        summary_path = work / "summary.json"
-        profiler = ["-m", "pyinstrument", "-o", args.profile] if args.profile else []
-        wall, peak_rss = run_measured([
-            sys.executable, *profiler, "-m", "runners.cli", "replay", "--input", pattern, "--sink", f"sqlite:///{db}",
-            "--dead-letter", str(work / "dead-letters.jsonl"), "--summary", str(summary_path), *replay_args])
-        summary = json.loads(summary_path.read_text())
-        replay_counts = sqlite_counts(str(db))
-
+        wall, peak_rss, summary, replay_counts = _replay(args, replay_args, work, pattern)
     lines = manifest["read"]
     result = {
         "events": args.events, "lines": lines, "format": args.format, "cpus": os.cpu_count(),
@@ -143,10 +129,37 @@ def run(argv=None) -> dict:
         "balanced": summary["balanced"],
     }
     differing = {key for key in replay_counts.keys() | duck.keys() if replay_counts.get(key) != duck.get(key)}
-    print(f"{lines:,} lines ({args.format}), {result['cpus']} CPUs")
-    print(f"DuckDB  {duck_seconds:8.2f} s  {result['duckdb_lines_per_s']:>10,} lines/s")
-    print(f"replay  {summary['seconds']:8.2f} s  {result['replay_lines_per_s']:>10,} lines/s "
-          f"(wall {wall:.1f} s with start-up; peak RSS {result['replay_peak_rss_mb']:,} MB)")
+    _print(result, differing)
+    return result
+
+
+def _log(args, work: pathlib.Path):
+    """(the manifest, the input pattern) of the generated log, generated unless the workdir has it."""
+    log_dir = work / f"log-{args.events}-{args.format}{f'-hot{args.hot_ad_share}' if args.hot_ad_share else ''}"
+    config = GeneratorConfig(args.events, minutes=max(10, args.events // 20_000), hot_ad_share=args.hot_ad_share)
+    if not (log_dir / "manifest.json").exists():
+        print(f"generating {args.events:,} clicks into {log_dir} ...", flush=True)
+        write_log(config, log_dir, args.format, files=args.files)
+    return json.loads((log_dir / "manifest.json").read_text()), str(log_dir / "clicks-*")
+
+
+def _replay(args, replay_args, work: pathlib.Path, pattern: str):
+    """(wall seconds, peak RSS, summary, per-(ad, minute) counts) of `adclick replay` into a fresh database."""
+    db = work / "bench.db"
+    for stale in work.glob("bench.db*"):
+        stale.unlink()
+    summary_path = work / "summary.json"
+    profiler = ["-m", "pyinstrument", "-o", args.profile] if args.profile else []
+    wall, peak_rss = run_measured([
+        sys.executable, *profiler, "-m", "runners.cli", "replay", "--input", pattern, "--sink", f"sqlite:///{db}",
+        "--dead-letter", str(work / "dead-letters.jsonl"), "--summary", str(summary_path), *replay_args])
+    return wall, peak_rss, json.loads(summary_path.read_text()), sqlite_counts(str(db))
+
+
+def _print(result: dict, differing: set) -> None:
+    print(f"{result['lines']:,} lines ({result['format']}), {result['cpus']} CPUs")
+    print(f"DuckDB  {result['duckdb_seconds']:8.2f} s  {result['duckdb_lines_per_s']:>10,} lines/s")
+    print(f"replay  {result['replay_seconds']:8.2f} s  {result['replay_lines_per_s']:>10,} lines/s "
+          f"(wall {result['replay_wall_seconds']:.1f} s with start-up; peak RSS {result['replay_peak_rss_mb']:,} MB)")
     print(f"replay / DuckDB throughput: {result['ratio_to_duckdb']:.3f}")
     print("same per-(ad, minute) counts: " + ("yes" if not differing else f"NO, {len(differing)} differ"))
-    return result

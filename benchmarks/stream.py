@@ -454,7 +454,7 @@ def _rates(text: str) -> List[float]:
     return rates
 
 
-def run(argv=None) -> dict:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="adclick bench-stream", description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=2_000,
                         help="unique clicks of the backlog drained by the source alone and the DAG; 0 to skip")
@@ -469,7 +469,11 @@ def run(argv=None) -> dict:
                         help="after the ramp, wait this long at most for the sink to show every click")
     parser.add_argument("--profile", metavar="DIR", help="pyinstrument profiles of each phase's worker thread")
     parser.add_argument("--timeout", type=float, default=1800)
-    args, stream_argv = parser.parse_known_args(argv)
+    return parser
+
+
+def run(argv=None) -> dict:
+    args, stream_argv = parser().parse_known_args(argv)
     if not os.environ.get("PUBSUB_EMULATOR_HOST"):
         sys.exit("adclick bench-stream: start an emulator and set PUBSUB_EMULATOR_HOST, e.g.\n"
                  "  cloud-pubsub-emulator --host=127.0.0.1 --port=8085 &\n"
@@ -484,31 +488,42 @@ def run(argv=None) -> dict:
                                                                        dedup_per_key=args.dedup == "per-key"))
         report = {"dedup": args.dedup, "early_firing_seconds": config.window.early_firing_seconds}
         if args.events:
-            subscription, messages = _backlog(args.source_events or args.events)
-            print(f"source only: draining {messages:,} messages")
-            report["source_only"] = _drain(_source_only(subscription, stream_args, beam_args), source_count,
-                                           messages, args.timeout, _Profiled(args.profile, "source-only"))
-            print(f"  {report['source_only']}")
-            subscription, messages = _backlog(args.events)
-            print(f"full DAG: draining {messages:,} messages")
-            report["full_dag"] = _drain(_full_dag(subscription, stream_args, beam_args, config, work, "backlog"),
-                                        _dag_count, messages, args.timeout, _Profiled(args.profile, "full-dag"))
-            print(f"  {report['full_dag']}")
-            report["full_dag_share_of_source_only"] = round(
-                report["full_dag"]["messages_per_second"] / report["source_only"]["messages_per_second"], 3)
-            print(f"full DAG at {report['full_dag_share_of_source_only']:.0%} of the source-only rate")
+            report.update(_backlogs(args, stream_args, beam_args, config, work))
         if args.rates:
-            print(f"rising rates {args.rates} events/s, {args.seconds_per_rate:g} s each, "
-                  f"early panes every {config.window.early_firing_seconds} s")
-            report["ramp"] = _ramp(args, stream_args, beam_args, config, work, _Profiled(args.profile, "ramp"))
-            print(f"{'offered/s':>10} {'sustained/s':>12} {'p50 s':>8} {'p99 s':>8} {'unseen':>7}")
-            for step in report["ramp"]:
-                print(f"{step['offered_per_second']:>10} {step['sustained_per_second']:>12} "
-                      f"{step['p50_seconds']:>8} {step['p99_seconds']:>8} {step['unseen']:>7}")
-            best = best_rate(report["ramp"])
-            report["best_sustained_per_second_under_p99_10s"] = best and best["sustained_per_second"]
-            print(f"highest sustained rate with p99 < {P99_TARGET_SECONDS:g} s: "
-                  + (f"{best['sustained_per_second']} events/s (offered {best['offered_per_second']})"
-                     if best else "none"))
+            report.update(_rising_rates(args, stream_args, beam_args, config, work))
         print(report)
         return report
+
+
+def _backlogs(args, stream_args, beam_args, config, work) -> dict:
+    """A backlog drained by the source alone, then one drained by the whole DAG, and their ratio."""
+    report = {}
+    subscription, messages = _backlog(args.source_events or args.events)
+    print(f"source only: draining {messages:,} messages")
+    report["source_only"] = _drain(_source_only(subscription, stream_args, beam_args), source_count,
+                                   messages, args.timeout, _Profiled(args.profile, "source-only"))
+    print(f"  {report['source_only']}")
+    subscription, messages = _backlog(args.events)
+    print(f"full DAG: draining {messages:,} messages")
+    report["full_dag"] = _drain(_full_dag(subscription, stream_args, beam_args, config, work, "backlog"),
+                                _dag_count, messages, args.timeout, _Profiled(args.profile, "full-dag"))
+    print(f"  {report['full_dag']}")
+    report["full_dag_share_of_source_only"] = round(
+        report["full_dag"]["messages_per_second"] / report["source_only"]["messages_per_second"], 3)
+    print(f"full DAG at {report['full_dag_share_of_source_only']:.0%} of the source-only rate")
+    return report
+
+
+def _rising_rates(args, stream_args, beam_args, config, work) -> dict:
+    """Publishing at rising rates: the rate each sustained and its event-to-sink latency, and the best one."""
+    print(f"rising rates {args.rates} events/s, {args.seconds_per_rate:g} s each, "
+          f"early panes every {config.window.early_firing_seconds} s")
+    ramp = _ramp(args, stream_args, beam_args, config, work, _Profiled(args.profile, "ramp"))
+    print(f"{'offered/s':>10} {'sustained/s':>12} {'p50 s':>8} {'p99 s':>8} {'unseen':>7}")
+    for step in ramp:
+        print(f"{step['offered_per_second']:>10} {step['sustained_per_second']:>12} "
+              f"{step['p50_seconds']:>8} {step['p99_seconds']:>8} {step['unseen']:>7}")
+    best = best_rate(ramp)
+    print(f"highest sustained rate with p99 < {P99_TARGET_SECONDS:g} s: "
+          + (f"{best['sustained_per_second']} events/s (offered {best['offered_per_second']})" if best else "none"))
+    return {"ramp": ramp, "best_sustained_per_second_under_p99_10s": best and best["sustained_per_second"]}

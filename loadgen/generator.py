@@ -174,11 +174,35 @@ def generate(config: GeneratorConfig) -> GeneratedLog:
     """Draw the whole log in memory: emission order needs every event's emission time."""
     rng = np.random.default_rng(config.seed)
     n = config.events
-    span_ms = config.minutes * MINUTE_MS
     ad_names = _ad_names(config, rng)
     users = _users(config, rng)
+    click_ts, emit_ms, lines, truth = _clicks(config, rng, ad_names, users)
 
-    click_ts = config.start_ms + rng.integers(0, span_ms, size=n)
+    resends = round(config.duplicate_rate * n)
+    originals = rng.integers(0, n, size=resends)
+    resend_emit_ms = emit_ms[originals] + rng.uniform(1, max(1.0, config.resend_max_seconds * 1000), size=resends)
+
+    malformed = round(config.malformed_rate * n)
+    malformed_lines = [_malformed_line(config, rng, ad_names, users) for _ in range(malformed)]
+    malformed_emit_ms = config.start_ms + rng.uniform(0, config.minutes * MINUTE_MS, size=malformed)
+
+    all_lines = lines + [lines[i] for i in originals] + malformed_lines
+    all_times = click_ts.tolist() + click_ts[originals].tolist() + [None] * malformed
+    order = np.argsort(np.concatenate([emit_ms, resend_emit_ms, malformed_emit_ms]), kind="stable").tolist()
+    return GeneratedLog(
+        lines=[all_lines[i] for i in order],
+        event_times=[all_times[i] for i in order],
+        truth=[truth[i] for i in order if i < n],
+        duplicates=resends,
+        malformed_lines=[all_lines[i] for i in order if i >= n + resends],
+    )
+
+
+def _clicks(config: GeneratorConfig, rng, ad_names, users) -> tuple:
+    """(click_ts, emission times, lines, truth) of the log's unique clicks, drawn in a fixed order (a seed
+    makes the same log)."""
+    n = config.events
+    click_ts = config.start_ms + rng.integers(0, config.minutes * MINUTE_MS, size=n)
     event_ids = _event_ids(rng, n)
     ad_ranks = _zipf_ranks(config, rng, n)
     user_index = rng.integers(0, config.users, size=n)
@@ -191,12 +215,17 @@ def generate(config: GeneratorConfig) -> GeneratedLog:
     late = rng.random(n) < config.late_rate
     delay = np.where(late, rng.uniform(disorder_ms, config.late_max_seconds * 1000, size=n),
                      rng.uniform(0, disorder_ms, size=n))
-    emit_ms = click_ts + delay
-
-    lines, truth = [], []
     # Plain lists: indexing numpy arrays one element at a time is several times slower.
     rows = zip(event_ids, ad_ranks.tolist(), click_ts.tolist(), user_index.tolist(), null_mask.tolist(),
                absent.tolist(), iso_zone.tolist())
+    lines, truth = _lines_and_truth(rows, ad_names, users)
+    return click_ts, click_ts + delay, lines, truth
+
+
+def _lines_and_truth(rows, ad_names, users) -> tuple:
+    """Each click as its JSON line (optional fields null or absent, click_ts ISO-8601 in some zone) and
+    as the truth records it (epoch ms, nulls)."""
+    lines, truth = [], []
     for event_id, rank, ts, user, nulls, drop, zone in rows:
         user_id, ip, country = users[user]
         event = {"event_id": event_id, "ad_id": ad_names[rank], "click_ts": ts,
@@ -212,25 +241,7 @@ def generate(config: GeneratorConfig) -> GeneratedLog:
         if zone >= 0:
             event["click_ts"] = _iso(ts, zone)
         lines.append(_dumps(event))
-
-    resends = round(config.duplicate_rate * n)
-    originals = rng.integers(0, n, size=resends)
-    resend_emit_ms = emit_ms[originals] + rng.uniform(1, max(1.0, config.resend_max_seconds * 1000), size=resends)
-
-    malformed = round(config.malformed_rate * n)
-    malformed_lines = [_malformed_line(config, rng, ad_names, users) for _ in range(malformed)]
-    malformed_emit_ms = config.start_ms + rng.uniform(0, span_ms, size=malformed)
-
-    all_lines = lines + [lines[i] for i in originals] + malformed_lines
-    all_times = click_ts.tolist() + click_ts[originals].tolist() + [None] * malformed
-    order = np.argsort(np.concatenate([emit_ms, resend_emit_ms, malformed_emit_ms]), kind="stable").tolist()
-    return GeneratedLog(
-        lines=[all_lines[i] for i in order],
-        event_times=[all_times[i] for i in order],
-        truth=[truth[i] for i in order if i < n],
-        duplicates=resends,
-        malformed_lines=[all_lines[i] for i in order if i >= n + resends],
-    )
+    return lines, truth
 
 
 def write_log(config: GeneratorConfig, out_dir, fmt: str = "jsonl", files: int = 1, gzip: bool = False) -> dict:

@@ -80,6 +80,13 @@ def test_dashboard_shows_filters_and_follows_the_numbers(server, page, tmp_path)
     assert "2026-01-01 00:03 UTC" in page.inner_text("#status")
     page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
 
+    shows_a_country(page, top)
+    shows_the_ads_asked_for(page, tmp_path)
+    follows_a_new_minute(page, db)
+
+
+def shows_a_country(page, top):
+    """The country filter: its top ads and chart, and the URL that keeps it."""
     before = refreshes(page)
     page.select_option("#country", "US")
     wait_for_refresh(page, before)
@@ -88,6 +95,9 @@ def test_dashboard_shows_filters_and_follows_the_numbers(server, page, tmp_path)
     assert chart(page) == expected_chart([ad for ad, _ in top_us[:5]], LATEST, filter_text="country=US")
     assert "country=US" in page.url
 
+
+def shows_the_ads_asked_for(page, tmp_path):
+    """Ads typed in, a shorter window, and a row clicked: the chart follows each."""
     before = refreshes(page)
     page.fill("#ads", "c, ad-10")
     page.fill("#window", "2")
@@ -103,7 +113,9 @@ def test_dashboard_shows_filters_and_follows_the_numbers(server, page, tmp_path)
     assert list(chart(page)) == ["c", "ad-10", "b"]
     page.screenshot(path=str(tmp_path / "dashboard-us.png"), full_page=True)
 
-    # A stream lands a new minute: the page, refreshing every 5 s, follows it.
+
+def follows_a_new_minute(page, db):
+    """A stream lands a new minute: the page, refreshing every 5 s, follows it."""
     newest = LATEST + MINUTE
     connection = connect(str(db))
     write_rows(connection, per_ad=[AdCount("z", newest, 50), AdCount("c", newest, 7)],

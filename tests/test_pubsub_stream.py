@@ -39,6 +39,31 @@ def archived_rows(root: Path) -> int:
     return sum(pq.read_metadata(path).num_rows for path in glob.glob(str(root / "*" / "*.parquet")))
 
 
+def start_stream(subscription, db, archive, dead, summary_path, log) -> subprocess.Popen:
+    """`adclick stream` from the subscription into `db`, archiving and writing dead letters every 3 s."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "runners.cli", "stream", "--source", subscription, "--sink", f"sqlite:///{db}",
+         "--archive", str(archive), "--archive-every-seconds", "3", "--dead-letter-dir", str(dead),
+         "--dead-letter-every-seconds", "3", "--early-firing-seconds", "2", "--top-sliding-minutes", "3",
+         "--summary", str(summary_path)],
+        cwd=Path(__file__).resolve().parent.parent, env=dict(os.environ), start_new_session=True,
+        stdout=log, stderr=subprocess.STDOUT)
+
+
+def replays_as_the_stream_wrote(archive, db, tmp_path, late_minute):
+    """The archive replayed: the same tables (once the stream's last early panes are written),
+    plus the too-late clicks' own minute: the restatement a reconciliation makes."""
+    replayed = tmp_path / "replayed.db"
+    replay.run(["--input", str(archive / "*" / "*.parquet"), "--sink", f"sqlite:///{replayed}",
+                "--dead-letter", str(tmp_path / "replay-dead.jsonl"), "--top-sliding-minutes", "3"])
+    time_column = {"clicks_per_minute": 1, "clicks_per_minute_by_filter": 1, "top_ads": 0, "top_ads_sliding": 0}
+    recent = {table: [row for row in rows if row[time_column[table]] > late_minute + 10 * MINUTE_MS]
+              for table, rows in sink_tables(replayed).items()}
+    wait_for(lambda: sink_tables(db) == recent, "the stream's tables to equal the replayed archive's",
+             detail=lambda: [table for table, rows in sink_tables(db).items() if rows != recent[table]])
+    assert sink_clicks_per_minute(replayed)[("ad-odd", late_minute)] == 5
+
+
 def test_stream_equals_the_truth_and_the_replayed_archive(pubsub_topic, tmp_path):
     topic, subscription = pubsub_topic
     sent = publish(emissions_around_now(GeneratorConfig(events=2000, minutes=1, seed=5)), PubSubPublisher(topic))
@@ -46,13 +71,7 @@ def test_stream_equals_the_truth_and_the_replayed_archive(pubsub_topic, tmp_path
     summary_path, log_path = tmp_path / "summary.json", tmp_path / "stream.log"
     # Its output goes to a file: a pipe nobody reads until the end fills up and blocks the stream.
     log = open(log_path, "wb")
-    stream = subprocess.Popen(
-        [sys.executable, "-m", "runners.cli", "stream", "--source", subscription, "--sink", f"sqlite:///{db}",
-         "--archive", str(archive), "--archive-every-seconds", "3", "--dead-letter-dir", str(dead),
-         "--dead-letter-every-seconds", "3", "--early-firing-seconds", "2", "--top-sliding-minutes", "3",
-         "--summary", str(summary_path)],
-        cwd=Path(__file__).resolve().parent.parent, env=dict(os.environ), start_new_session=True,
-        stdout=log, stderr=subprocess.STDOUT)
+    stream = start_stream(subscription, db, archive, dead, summary_path, log)
     try:
         expected = clicks_per_minute(sent.truth)
         wait_for(lambda: db.exists() and sink_clicks_per_minute(db), "the first panes")
@@ -72,18 +91,8 @@ def test_stream_equals_the_truth_and_the_replayed_archive(pubsub_topic, tmp_path
                  "the dead letters")
         wait_for(lambda: archived_rows(archive) == sent.unique + sent.duplicates + 9, "the archive")
 
-        # The archive replayed: the same tables (once the stream's last early panes are written),
-        # plus the too-late clicks' own minutes: the restatement a reconciliation makes.
-        replayed = tmp_path / "replayed.db"
-        replay.run(["--input", str(archive / "*" / "*.parquet"), "--sink", f"sqlite:///{replayed}",
-                    "--dead-letter", str(tmp_path / "replay-dead.jsonl"), "--top-sliding-minutes", "3"])
         late_minute = (now_ms - 2 * 3600_000) // MINUTE_MS * MINUTE_MS
-        time_column = {"clicks_per_minute": 1, "clicks_per_minute_by_filter": 1, "top_ads": 0, "top_ads_sliding": 0}
-        recent = {table: [row for row in rows if row[time_column[table]] > late_minute + 10 * MINUTE_MS]
-                  for table, rows in sink_tables(replayed).items()}
-        wait_for(lambda: sink_tables(db) == recent, "the stream's tables to equal the replayed archive's",
-                 detail=lambda: [table for table, rows in sink_tables(db).items() if rows != recent[table]])
-        assert sink_clicks_per_minute(replayed)[("ad-odd", late_minute)] == 5
+        replays_as_the_stream_wrote(archive, db, tmp_path, late_minute)
     finally:
         os.killpg(stream.pid, signal.SIGINT)
         stream.wait(timeout=120)
