@@ -9,9 +9,17 @@ KafkaIO, kafka-clients, the Java SDK harness) into
 own address as the Java transforms' EXTERNAL environment and serves Beam's
 worker-pool API beside the expansion API, so the runner (Prism) asks this JVM to
 start the Java SDK harness, as threads. No container, no boot program, nothing
-staged or downloaded. The JVM lives as long as the Python process that started
-it (the job's workers are in it), is shared by the pipelines that process
-builds, and is stopped at exit.
+downloaded. The JVM lives as long as the Python process that started it (the
+job's workers are in it), is shared by the pipelines that process builds, and
+is stopped at exit.
+
+Why not a PROCESS environment with Beam's Java boot program (`go install
+.../sdks/v2/java/container`): it runs only behind a wrapper, since Prism 2.77
+passes `--id='ID'` with literal quotes (its worker pool then refuses the id);
+it hard-codes /opt/apache/beam/jars (the harness jar, Jamm's agent: the
+experiments use_staged_dataflow_worker_jar and disable_jamm_agent get around
+them); and each worker copies the 134 jars (138 MB) into /tmp/JOB_ENV/staged, a
+path two Prism jobs share.
 """
 
 import atexit
@@ -29,9 +37,8 @@ from runners.broker import free_port, java
 
 POM = Path(__file__).resolve().parent.parent / "tools" / "beam-expansion" / "pom.xml"
 MAIN_CLASS = "org.apache.beam.sdk.expansion.service.ExpansionService"
-START_TIMEOUT_SECONDS = 120  # about 3 s on an idle 2-core machine
+START_TIMEOUT_SECONDS = 120  # about 2 s on an idle 2-core machine
 STOP_GRACE_SECONDS = 10
-# Jamm as an agent, as Beam's Java container runs the harness: it sizes the harness's caches.
 JVM_OPTIONS = ["-Xms128m", "-Xmx1g", "-XX:+UseSerialGC", "-Djava.awt.headless=true"]
 _PR_SET_PDEATHSIG = 1
 _lock = threading.Lock()
@@ -62,7 +69,7 @@ def libs() -> Path:
 
 
 def command(port: int) -> list:
-    jars = libs()
+    jars = libs()  # Jamm as an agent, as Beam's Java container runs the harness: it sizes the harness's caches
     agents = [f"-javaagent:{jar}" for jar in sorted(jars.glob("jamm-*.jar"))]
     return [java(), *JVM_OPTIONS, *agents, "-cp", str(jars / "*"), MAIN_CLASS, str(port),
             "--alsoStartLoopbackWorker"]
