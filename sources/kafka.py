@@ -242,8 +242,8 @@ class ReadKafkaStream(beam.PTransform):
     (runners/expansion.py), started when the pipeline is built; on Dataflow, whose workers cannot reach this
     machine, by Beam's own expansion-service jar instead. On Prism no offset is committed: committing on
     finalize needs stable input, which Prism refuses, and Prism keeps its state in memory, so a restarted
-    Prism stream has none to resume with; it reads its topic from the earliest offset again, never skipping a
-    click, and rewrites the same rows (the sinks upsert).
+    Prism stream has none to resume with; it reads its topic from the earliest offset again (it never skips
+    a click) and upserts the windows it recomputes.
     """
 
     def __init__(self, url: Union[str, KafkaUrl], group_id: str = "adclick", expansion_service=None):
