@@ -121,11 +121,8 @@ def _fix_counters(original):
     return scoped_state
 
 
-_dofn_specs = {}  # one cache for both of fix 2's targets
-
-
 def _cache_dofn_specs(original):
-    cache = _dofn_specs
+    cache = {}
 
     def get_dofn_specs(dofn):
         key = (type(dofn), dofn._fn) if isinstance(dofn, core.CallableWrapperDoFn) else type(dofn)
@@ -203,8 +200,8 @@ def _prompt_bundle_ends(_original):
 
 _PubSubRead, _Watermarks = transform_evaluator._PubSubReadEvaluator, watermark_manager._TransformWatermarks
 COUNTERS = Patch(1, statesampler.StateSampler, "scoped_state", _fix_counters)
-DOFN_SPECS = (Patch(2, userstate, "get_dofn_specs", _cache_dofn_specs),
-              Patch(2, transform_evaluator, "get_dofn_specs", _cache_dofn_specs))
+DOFN_SPECS = (Patch(2, userstate, "get_dofn_specs", _cache_dofn_specs),  # the evaluators' import: the same cache
+              Patch(2, transform_evaluator, "get_dofn_specs", lambda _original: userstate.get_dofn_specs))
 PULLS = Patch(3, _PubSubRead, "_get_subscriber_client", _pull_more)  # fix 6 too: the pull's timeout
 FORGET_KEYS = Patch(4, _Watermarks, "extract_transform_timers", _forget_empty_keys)
 DRAIN = Patch(5, _PubSubRead, "finish_bundle", _stop_reads_on_drain)

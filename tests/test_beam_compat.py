@@ -29,7 +29,7 @@ BUNDLES, PER_BUNDLE = 6, 3
 BACKLOG = 25  # messages waiting before a Pub/Sub read starts
 READ_SECONDS = 30  # bound for a read to pull the backlog
 MAX_IDLE_PULL_SECONDS = 5  # a timer due while the subscription is idle may wait this long at most
-SPECS = userstate.get_dofn_specs.__code__  # Beam's own, whatever is patched later
+SPECS_FILE = userstate.__file__  # where Beam's own get_dofn_specs is, whatever replaces it
 
 
 def canary(issue: str, patches):
@@ -48,7 +48,7 @@ def test_stream_tests_and_canaries_share_a_process_on_stock_beam():
     for patch in beam_compat.STREAM + beam_compat.BATCH:
         assert not beam_compat.is_installed(patch)
     assert statesampler.StateSampler("s", None).sampling_period_ms == statesampler.DEFAULT_SAMPLING_PERIOD_MS
-    assert userstate.get_dofn_specs.__code__ is SPECS
+    assert userstate.get_dofn_specs.__code__.co_filename == SPECS_FILE
 
 
 def test_installed_patches_for_the_block_only_and_nests():
@@ -118,7 +118,7 @@ def _run_counting(patched):
     computed = collections.Counter()
 
     def profile(frame, event, _arg):
-        if event == "call" and frame.f_code is SPECS:
+        if event == "call" and frame.f_code.co_name == "get_dofn_specs" and frame.f_code.co_filename == SPECS_FILE:
             dofn = frame.f_locals["dofn"]
             computed[type(dofn), getattr(dofn, "_fn", None)] += 1
 
@@ -148,7 +148,7 @@ def test_counters_of_every_bundle_are_committed(patched):
         "DoFn method's signature again at each bundle", beam_compat.DOFN_SPECS)
 def test_dofn_specs_are_not_computed_again_for_every_bundle(patched):
     _, computed = _run_counting(patched)
-    assert max(computed.values()) == 1, f"over {BUNDLES} bundles: {computed}"
+    assert max(computed.values(), default=0) <= 1, f"over {BUNDLES} bundles: {computed}"
 
 
 @canary("Beam (no issue found; docs/upstream/keys-never-forgotten.md): the DirectRunner keeps an entry for every "
