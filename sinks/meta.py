@@ -14,7 +14,7 @@ import datetime
 import json
 import sqlite3
 from dataclasses import dataclass
-from typing import FrozenSet, Optional, Sequence
+from typing import FrozenSet, Optional, Sequence, Set
 from urllib.parse import urlparse
 
 from sinks import BIGTABLE_SCHEME, SQLITE_SCHEME, bigtable_table, sqlite_path
@@ -118,7 +118,8 @@ def inferred_bigtable(table, **read) -> SinkMeta:
 
     from sinks.bigtable import AD_PREFIX, ALL_CLICKS, COUNTS
     prefix = AD_PREFIX.encode()
-    filters, written = set(), False
+    filters: Set[str] = set()
+    written = False
     for row in table.read_rows(start_key=prefix, end_key=prefix[:-1] + b"$", filter_=row_filters.RowFilterChain([
             row_filters.FamilyNameRegexFilter(COUNTS), row_filters.CellsColumnLimitFilter(1),
             row_filters.StripValueTransformerFilter(True)]), **read):
@@ -150,5 +151,7 @@ def _record_bigtable(url: str, window_seconds: int, wanted: FrozenSet[str]) -> S
         now = recorded_bigtable(table)
     except (exceptions.GoogleAPICallError, exceptions.RetryError) as error:
         raise BigtableNotReady(f"cannot record the window size and filters in {url}: {describe_error(error)}") from None
+    if now is None:
+        raise BigtableNotReady(f"{url} did not keep the window size and filters just recorded in it")
     _refuse_another_window(url, now, window_seconds)
     return now

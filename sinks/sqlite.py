@@ -9,6 +9,7 @@ import os
 import signal
 import sqlite3
 from pathlib import Path
+from typing import Set
 
 import apache_beam as beam
 import pyarrow as pa
@@ -255,7 +256,7 @@ class _SwapInFn(beam.DoFn):
         count_restatement(restatement)
 
 
-_SWAPPED = set()  # staging paths swapped in by this process: a launcher asks after an interrupt
+_SWAPPED: Set[str] = set()  # staging paths swapped in by this process: a launcher asks after an interrupt
 
 
 class WriteToSqlite(beam.PTransform):

@@ -162,7 +162,7 @@ class RawLines(NamedTuple):
         lines = data.split(b"\n")
         if data.endswith(b"\n"):
             lines.pop()
-        numbers = range(self.first_line, self.first_line + len(lines))
+        numbers: Sequence[int] = range(self.first_line, self.first_line + len(lines))
         if not all(lines):  # (a search for b"\n\n" would take longer than the split)
             kept = [i for i, line in enumerate(lines) if line]
             lines, numbers = [lines[i] for i in kept], [numbers[i] for i in kept]
@@ -214,7 +214,7 @@ def dimension_set_of(text: str) -> str:
     """`country=US,user_id=u1` -> `country+user_id`. Dimensions are sorted in a filter text and only
     the last one, user_id, takes free text (which may hold ',' or '='), so a part starts a dimension
     only if it names a known one later than the last."""
-    names = []
+    names: List[str] = []
     for part in text.split(","):
         name, equals, _ = part.partition("=")
         if equals and name in FILTER_DIMENSIONS and (not names or name > names[-1]):

@@ -20,9 +20,12 @@ from transforms.set_aside import SKEWED, set_aside
 
 
 def skew_detail(click: Click, max_skew_seconds: int) -> str:
-    ahead = (click.click_ts - click.receive_ts) / 1000
+    """Why a click is skewed: only a click with a receive time is judged."""
+    received = click.receive_ts
+    assert received is not None
+    ahead = (click.click_ts - received) / 1000
     return (f"click_ts {epoch_ms_to_iso(click.click_ts)} is {ahead:,.0f} s ahead of its receive time "
-            f"{epoch_ms_to_iso(click.receive_ts)} (max skew {max_skew_seconds} s)")
+            f"{epoch_ms_to_iso(received)} (max skew {max_skew_seconds} s)")
 
 
 class _SplitSkewedFn(beam.DoFn):

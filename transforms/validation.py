@@ -10,7 +10,7 @@ import datetime
 import functools
 import gc
 import ipaddress
-from typing import Annotated, NamedTuple, Optional, Union
+from typing import Annotated, List, NamedTuple, Optional, Union
 
 import msgspec
 import numpy as np
@@ -207,7 +207,7 @@ def validate(payload: Union[bytes, str, dict], receive_ts: Optional[int] = None)
     fields = click_fields(payload)
     if isinstance(fields, Malformed):
         return fields
-    return Click(*fields, receive_ts)
+    return Click._make((*fields, receive_ts))
 
 
 def payload_bytes(payload: Union[bytes, str, dict]) -> bytes:
@@ -279,7 +279,8 @@ def _typed(payloads, oversize) -> tuple:
     """(the _ClickTypes of the payloads that are JSON objects with the right types, their indices).
 
     orjson decides what is JSON in both paths, except for records of a click's fields alone."""
-    typed, indices = [], []
+    typed: List[_ClickTypes] = []
+    indices: List[int] = []
     loads, convert, decode = orjson.loads, msgspec.convert, _DECODE_ONLY_CLICK_FIELDS
     for index, payload in enumerate(payloads):
         if index in oversize:
