@@ -74,7 +74,7 @@ class Store(abc.ABC):
     def inferred_meta(self) -> SinkMeta:
         """What a sink that recorded nothing holds, from its rows (a scan)."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (not abstract: a store that holds no connection has nothing to do)
         """Releases connections."""
 
     def meta(self) -> SinkMeta:
