@@ -23,7 +23,7 @@ from apache_beam.testing.test_stream import TestStream
 from apache_beam.transforms import userstate
 from apache_beam.transforms.window import TimestampedValue
 
-from runners import beam_compat
+from runners import beam_compat, replay, stream
 
 BUNDLES, PER_BUNDLE = 6, 3
 BACKLOG = 25  # messages waiting before a Pub/Sub read starts
@@ -71,6 +71,19 @@ def test_another_beam_is_refused_in_one_line_and_nothing_is_patched(monkeypatch)
     assert not any(beam_compat.is_installed(patch) for patch in beam_compat.STREAM)
     with beam_compat.installed(()):  # a run on another runner needs none
         pass
+
+
+@pytest.mark.parametrize("command", ["stream", "replay"])
+def test_a_local_run_on_another_beam_is_one_line_and_writes_nothing(monkeypatch, tmp_path, command):
+    monkeypatch.setattr(beam, "__version__", "2.78.0")
+    (tmp_path / "clicks.jsonl").write_text("")
+    argv = {"stream": ["--source", "pubsub://projects/p/subscriptions/s", "--runner", "direct"],
+            "replay": ["--input", str(tmp_path / "clicks.jsonl"), "--dead-letter", str(tmp_path / "dead.jsonl")]}
+    with pytest.raises(SystemExit) as refused:
+        (stream if command == "stream" else replay).run(argv[command] + ["--sink", f"sqlite:///{tmp_path / 'a.db'}"])
+    assert str(refused.value).startswith(f"adclick {command}: ") and "\n" not in str(refused.value)
+    assert "Apache Beam 2.77" in str(refused.value)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["clicks.jsonl"]
 
 
 def test_a_missing_target_is_refused_in_one_line(monkeypatch):
