@@ -3,7 +3,8 @@
 Each check runs twice in this process: on stock Beam, where it is a strict xfail (the bug is still there;
 the day Beam fixes it the canary XPASSes, the run fails, and the patch can go), and inside
 `beam_compat.installed(...)`, where it passes. Only an AssertionError counts as the bug: anything else
-(no emulator, a changed API) fails the canary. Pipelines use Beam alone, as the reports in docs/upstream/ do.
+(a changed API, an emulator that does not answer) fails the canary. Pipelines use Beam alone, as the
+reports in docs/upstream/ do.
 """
 
 import collections
@@ -43,7 +44,7 @@ def streaming() -> PipelineOptions:
     return PipelineOptions(runner="DirectRunner", streaming=True)
 
 
-def test_stream_tests_and_canaries_share_a_process_on_stock_beam():
+def test_outside_an_installed_block_beam_is_stock():
     """No module installs at import: outside an `installed` block every target is Beam's own."""
     for patch in beam_compat.STREAM + beam_compat.BATCH:
         assert not beam_compat.is_installed(patch)
