@@ -1,7 +1,7 @@
 """Beam 2.77's local-runner bugs that runners/beam_compat.py patches: a canary for each, and the patches' scope.
 
-Each check runs twice in this process: on stock Beam, where it is a strict xfail (the bug is still there;
-the day Beam fixes it the canary XPASSes, the run fails, and the patch can go), and inside
+Each check but the drain's runs twice in this process: on stock Beam, where it is a strict xfail (the bug
+is still there; the day Beam fixes it the canary XPASSes, the run fails, and the patch can go), and inside
 `beam_compat.installed(...)`, where it passes. Only an AssertionError counts as the bug: anything else
 (a changed API, an emulator that does not answer) fails the canary. Pipelines use Beam alone, as the
 reports in docs/upstream/ do.
