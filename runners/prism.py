@@ -5,10 +5,12 @@ Makefile built from the Go module proxy (`go install .../cmd/prism@v<SDK version
 anything while a job starts. Python steps run in LOOPBACK, in the launching process: no Docker here.
 """
 
+import logging
 from pathlib import Path
 
 import apache_beam
 from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions, PrismRunnerOptions, StandardOptions
+from apache_beam.utils.subprocess_server import SubprocessServer
 
 NAMES = ("prism", "prismrunner")
 HOME = Path.home() / ".cache" / "adclick" / "prism" / apache_beam.__version__
@@ -29,4 +31,17 @@ def configure(options: PipelineOptions) -> PipelineOptions:
         prism.prism_location = str(BINARY)
     portable = options.view_as(PortableOptions)
     portable.environment_type = portable.environment_type or "LOOPBACK"
+    # Beam warns "Really starting service" and "Really destroying service" at each start and stop of Prism.
+    logging.getLogger("apache_beam.utils.subprocess_server").setLevel(logging.ERROR)
     return options
+
+
+def kill_servers() -> None:
+    """Kills the job servers (Prism) this process started and still runs. Beam stops them at exit; a launcher
+    stopped by a signal ends with os._exit, which runs no exit handler, and an orphaned Prism lives on until
+    it next writes to its closed log pipe. Beam 2.77's cache of started servers: (process, endpoint) each."""
+    for entry in list(SubprocessServer._cache._cache.values()):
+        process = entry.obj[0]
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()

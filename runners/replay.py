@@ -108,7 +108,10 @@ class SignalStop:
         first, self.signum = self.signum is None, self.signum or signum
         if self._armed and first:
             self._armed = False
-            logging.disable(logging.CRITICAL)  # Beam logs the exception with its traceback at each step it unwinds
+            # Beam logs the exception with its traceback at each step it unwinds, and on Prism the worker's
+            # threads print theirs as the run is torn down under them: the run ends in one line (run()).
+            logging.disable(logging.CRITICAL)
+            sys.stderr = open(os.devnull, "w")  # for good: the process exits with os._exit
             raise Interrupted(signum)
 
     @contextlib.contextmanager
@@ -123,7 +126,8 @@ class SignalStop:
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
-            logging.disable(logging.NOTSET)
+            if not self.signum:  # else the run is stopped and exits: threads still unwinding stay quiet
+                logging.disable(logging.NOTSET)
 
     @contextlib.contextmanager
     def armed(self):
@@ -176,6 +180,10 @@ def run_pipeline(args, options, sink, dead_letters):
             dead_letter_sink=dead_letters,
             config=config)
         result = pipeline.run()
+        if threading.current_thread() is threading.main_thread():
+            # Beam's job-server wrapper (Prism's) took SIGINT at the run's start, to stop its server before it
+            # calls ours: Prism's client threads would die loudly first. SIGINT stops the run as SIGTERM does.
+            signal.signal(signal.SIGINT, signal.getsignal(signal.SIGTERM))
         result.wait_until_finish()
     return result
 
@@ -210,7 +218,7 @@ def run(argv=None) -> dict:
                 if prism.is_prism(options):
                     prism.configure(options)
                 local = is_local(options)
-                if local:
+                if on_this_machine(options):
                     # The tests build this DAG with Beam's construction-time type check; a local replay skips
                     # its 0.2 s (`adclick bench --profile`). Types and coders are inferred all the same.
                     options.view_as(TypeOptions).pipeline_type_check = False
@@ -223,11 +231,12 @@ def run(argv=None) -> dict:
         for output in (sink, dead_letters):
             getattr(output, "discard", lambda: None)()  # what an unfinished run left beside its outputs
     if failure is not None and stop.signum:
-        print(f"adclick replay: {interrupted_message(sink)}", file=sys.stderr, flush=True)
+        print(f"adclick replay: {interrupted_message(sink)}", file=sys.__stderr__, flush=True)
         # The signal may have cut a step's own clean-up short: a Beam state sampler's thread left running
         # would keep the interpreter from exiting. This run's clean-up is done; the workers' semaphores
         # are released as an exit would (else the resource tracker warns), but threads are not waited for.
         multiprocessing.util._run_finalizers(0)
+        prism.kill_servers()
         sys.stdout.flush()
         os._exit(128 + stop.signum)
     if failure is not None and not isinstance(failure, Exception):

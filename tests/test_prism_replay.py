@@ -2,10 +2,14 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import apache_beam
+import psutil
 import pytest
 
 from loadgen.generator import GeneratorConfig, write_log
@@ -17,6 +21,8 @@ pytestmark = pytest.mark.prism
 CONFIG = GeneratorConfig(events=3_000, seed=23, ads=150, minutes=6, duplicate_rate=0.08, late_rate=0.05,
                          malformed_rate=0.02)
 TOP_N, SLIDING_MINUTES = 10, 5
+BIG = GeneratorConfig(events=300_000, seed=24, ads=500, minutes=20)  # a few seconds on Prism: time to stop it
+REPO = Path(__file__).resolve().parent.parent
 
 
 def test_a_replay_on_prism_matches_plain_python_and_accounts_for_every_line(tmp_path):
@@ -45,3 +51,42 @@ def test_prism_never_built_is_one_line_that_says_make_install(tmp_path):
         f"adclick replay: failed: Prism {apache_beam.__version__} is not built "
         f"({tmp_path}/.cache/adclick/prism/{apache_beam.__version__}/prism): run make install"]
     assert prism.BINARY.exists(), "make install builds Prism for the tests"
+
+
+def arguments(process: psutil.Process) -> list:
+    try:
+        return process.cmdline()
+    except psutil.Error:  # gone, or a zombie
+        return []
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_stops_a_replay_on_prism_with_one_line_and_prism_with_it(tmp_path, signum):
+    write_log(BIG, tmp_path / "big", files=2)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "runners.cli", "replay", "--input", str(tmp_path / "big" / "clicks-*"), "--runner",
+         "prism", "--sink", f"sqlite:///{tmp_path / 'a.db'}", "--dead-letter", str(tmp_path / "dead.jsonl")],
+        cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, start_new_session=True)
+    children = []
+    try:
+        deadline = time.monotonic() + 90
+        while not any(arguments(child)[:1] == [str(prism.BINARY)] for child in children) \
+                and time.monotonic() < deadline:
+            assert process.poll() is None, process.communicate()
+            children = psutil.Process(process.pid).children(recursive=True)
+            time.sleep(0.05)
+        time.sleep(1.5)  # the job under way
+        process.send_signal(signum)
+        _, stderr = process.communicate(timeout=60)
+        _, alive = psutil.wait_procs(children, timeout=10)
+    finally:
+        for leftover in [process, *children]:
+            try:
+                leftover.kill()
+            except (ProcessLookupError, psutil.NoSuchProcess):
+                pass
+    assert process.returncode == 128 + signum
+    assert [line for line in stderr.splitlines() if line and " INFO " not in line] == [
+        "adclick replay: interrupted; nothing was written to the sink"], stderr
+    assert not alive, [child.cmdline() for child in alive]
