@@ -52,7 +52,8 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--source", required=True, metavar="URL",
                         help="pubsub://projects/P/subscriptions/S or kafka://BROKER[,BROKER]/TOPIC")
     parser.add_argument("--sink", default="sqlite:///adclick.db",
-                        help="sqlite:///PATH (DirectRunner) or bigtable://PROJECT/INSTANCE/TABLE (default: %(default)s)")
+                        help="sqlite:///PATH (DirectRunner, Prism) or bigtable://PROJECT/INSTANCE/TABLE "
+                             "(default: %(default)s)")
     parser.add_argument("--archive", metavar="PATH",
                         help="raw archive root: Parquet files by event-time hour, readable by adclick replay")
     parser.add_argument("--archive-every-seconds", type=cli_options.at_least(1), default=ARCHIVE_EVERY_SECONDS,
@@ -74,7 +75,8 @@ def parser() -> argparse.ArgumentParser:
                             "(default: %(default)s)")
     group.add_argument("--kafka-group", default="adclick", help="Kafka consumer group (default: %(default)s)")
     group.add_argument("--kafka-expansion-service", metavar="HOST:PORT",
-                       help="a running Beam IO expansion service for ReadFromKafka (default: Beam's jar)")
+                       help="a running Beam IO expansion service for ReadFromKafka (default: a local JVM on "
+                            "make install's jars; Beam's jar on Dataflow)")
     group = parser.add_argument_group("stream state")
     group.add_argument("--dedup-ttl-seconds", type=cli_options.at_least(1), default=PipelineConfig().dedup_ttl_seconds,
                        help="event time a click's id is remembered (default: %(default)s)")
@@ -112,8 +114,9 @@ def check(args, options: PipelineOptions, config: PipelineConfig) -> list:
     errors = []
     kafka = is_kafka(args.source)
     if kafka and args.runner == "direct":
-        errors.append("kafka:// streams run on --runner flink or dataflow (Beam's ReadFromKafka is a Java "
-                      "transform); locally, replay a range: adclick replay --input 'kafka://BROKERS/TOPIC?from=...'")
+        errors.append("kafka:// streams run on --runner prism, flink or dataflow (Beam's ReadFromKafka is a Java "
+                      "transform): locally --runner prism, or replay a range: "
+                      "adclick replay --input 'kafka://BROKERS/TOPIC?from=...'")
     if args.source.startswith("pubsub://") and args.runner in ("flink", "prism"):
         errors.append("Pub/Sub streams run on the DirectRunner and Dataflow (Beam's Python ReadFromPubSub); "
                       f"on {args.runner.capitalize()} read Kafka")

@@ -67,7 +67,7 @@ def test_dataflow_launch_options_ship_the_package():
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--source", KAFKA, "--sink", "sqlite:///x.db"], "kafka:// streams run on --runner flink or dataflow"),
+    (["--source", KAFKA, "--sink", "sqlite:///x.db"], "kafka:// streams run on --runner prism, flink or dataflow"),
     (["--source", KAFKA, "--sink", "bigtable://p/i/t", "--runner", "flink"], "needs --flink_master"),
     (["--source", KAFKA, "--sink", "sqlite:///x.db"] + FLINK, "a SQLite sink is a local file"),
     (["--source", "pubsub://projects/p/subscriptions/s", "--sink", "bigtable://p/i/t"] + FLINK,
