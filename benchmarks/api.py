@@ -61,6 +61,7 @@ def time_queries(url: str, ads: int, minutes: int, requests: int) -> dict:
     """Latency of each kind of query through a real uvicorn server."""
     import httpx
     import uvicorn
+
     from serving.api import create_app
     from serving.store import open_store
     store = open_store(url)

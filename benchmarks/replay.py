@@ -22,6 +22,7 @@ import psutil
 from loadgen.generator import GeneratorConfig, write_log
 from transforms.validation import COUNTRY_CODES
 
+IPV4_OCTET = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"  # 0..255, no leading zero
 # The SPEC's rules as far as SQL goes: the baseline must count what the replay counts.
 DUCKDB_COUNTS = """
 WITH raw AS (
@@ -45,7 +46,7 @@ WITH raw AS (
     WHERE length(event_id) BETWEEN 1 AND 256 AND length(ad_id) BETWEEN 1 AND 256
       AND ts >= 946684800000 AND ts < 4102444800000 AND user_ok
       AND (country = 'none' OR country IN ({countries}))
-      AND (ip = 'none' OR regexp_full_match(ip, '((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\.){{3}}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])')
+      AND (ip = 'none' OR regexp_full_match(ip, '({octet}\\.){{3}}{octet}')
            OR regexp_full_match(ip, '[0-9a-fA-F:.]*:[0-9a-fA-F:.]*'))
 ), first_copies AS (
     SELECT arg_min(ad_id, ts) AS ad_id, min(ts) AS ts FROM valid GROUP BY event_id
@@ -63,7 +64,7 @@ def duckdb_counts(pattern: str, fmt: str) -> tuple:
     reader = (JSONL_READER if fmt == "jsonl" else PARQUET_READER).format(pattern=pattern)
     countries = ", ".join(f"'{code}'" for code in sorted(COUNTRY_CODES))
     started = time.perf_counter()
-    rows = duckdb.connect().sql(DUCKDB_COUNTS.format(reader=reader, countries=countries)).fetchall()
+    rows = duckdb.connect().sql(DUCKDB_COUNTS.format(reader=reader, countries=countries, octet=IPV4_OCTET)).fetchall()
     return time.perf_counter() - started, {(ad, start): clicks for ad, start, clicks in rows}
 
 

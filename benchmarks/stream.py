@@ -69,8 +69,7 @@ from loadgen.generator import GeneratorConfig, generate
 from loadgen.publish import PubSubPublisher, emissions_around_now, publish
 from pipelines.click_pipeline import build_pipeline
 from runners import beam_compat
-from runners.stream import parser as stream_parser
-from runners.stream import pipeline_options, stream_config
+from runners.stream import parser as stream_parser, pipeline_options, stream_config
 from runners.summary import ACCOUNTS, counters
 from sinks.dead_letter_files import WriteDeadLetterFiles
 from sinks.meta import check_sink

@@ -22,6 +22,7 @@ def run(argv=None) -> None:
     args = parser().parse_args(argv)
     from google.api_core import exceptions
     from google.auth.exceptions import DefaultCredentialsError
+
     from sinks.bigtable import create_table
     try:
         ref = bigtable_table(args.sink)

@@ -212,7 +212,8 @@ def run(argv=None) -> dict:
     with stop.handling():
         try:
             with stop.armed():
-                beam_compat.check(beam_compat.BATCH if is_local(PipelineOptions(beam_args)) else ())  # before any output
+                # Before any output: a local replay needs the patches of the Beam it was written for.
+                beam_compat.check(beam_compat.BATCH if is_local(PipelineOptions(beam_args)) else ())
                 sink = checked_sink(args)
                 options = PipelineOptions(beam_args)
                 if prism.is_prism(options):

@@ -28,10 +28,8 @@ from pipelines.config import PipelineConfig, StreamConfig
 from runners import beam_compat, options as cli_options, prism
 from runners.summary import counters, format_summary, summarize
 from sinks import sink_for
-from sinks.archive import DEFAULT_EVERY_SECONDS as ARCHIVE_EVERY_SECONDS
-from sinks.archive import WriteRawArchive
-from sinks.dead_letter_files import DEFAULT_EVERY_SECONDS as DEAD_LETTER_EVERY_SECONDS
-from sinks.dead_letter_files import WriteDeadLetterFiles
+from sinks.archive import DEFAULT_EVERY_SECONDS as ARCHIVE_EVERY_SECONDS, WriteRawArchive
+from sinks.dead_letter_files import DEFAULT_EVERY_SECONDS as DEAD_LETTER_EVERY_SECONDS, WriteDeadLetterFiles
 from sinks.meta import check_sink
 from sources import check_stream_source, is_kafka, stream_source_for
 from transforms.windowing import LATENESS_GRACE_SECONDS

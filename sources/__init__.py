@@ -1,7 +1,7 @@
 """The edge where records come in: `RawRecord`s from a stream or a Kafka range, `RawBatch`es from
 raw logs. The DAG never knows which source ran."""
 
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 import apache_beam as beam
 
@@ -34,7 +34,7 @@ def source_for(inputs: Sequence[str], fmt: str = "auto") -> beam.PTransform:
     """The bounded source of a replay: raw log files (globs) and/or ranges of Kafka topics (kafka:// URLs)."""
     from sources.kafka import ReadKafkaRange
     patterns = [url for url in inputs if not is_kafka(url)]
-    sources = [ReadKafkaRange(url) for url in inputs if is_kafka(url)]
+    sources: List[beam.PTransform] = [ReadKafkaRange(url) for url in inputs if is_kafka(url)]
     if patterns:
         from sources.files import ReadRawLogs
         sources.insert(0, ReadRawLogs(patterns, fmt))

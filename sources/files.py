@@ -15,14 +15,14 @@ import logging
 import lzma
 import os
 import zlib
-from typing import Callable, Iterable, Iterator, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterable, Iterator, List, Sequence, Tuple, Union
 
 import apache_beam as beam
-from apache_beam.io import fileio
 import fastavro
 import pyarrow as pa
 import pyarrow.parquet as pq
 import zstandard
+from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import Metrics
@@ -158,7 +158,8 @@ def decompressed(chunks: Iterable[bytes], new_decompressor: Callable) -> Iterato
 
     Raises DamagedFile where the data is corrupt, or ends inside a member (a truncated file),
     after the data decoded before it."""
-    decompressor, started, parts, length = new_decompressor(), False, [], 0
+    decompressor, started, length = new_decompressor(), False, 0
+    parts: List[bytes] = []
     for data in chunks:
         started = True
         while data:
@@ -200,9 +201,10 @@ def read_json_lines(path: str, handle) -> Iterator[Union[RawLines, DeadLetter]]:
     split by the parser; if damaged, the line the damage cut short is its dead letter's copy."""
     new_decompressor = DECOMPRESSORS.get(CompressionTypes.detect_compression_type(path))
     chunks = iter(lambda: handle.read(COMPRESSED_CHUNK_BYTES if new_decompressor else CHUNK_BYTES), b"")
-    damage = []
+    damage: List[str] = []
     chunks = without_bom(until_damaged(decompressed(chunks, new_decompressor) if new_decompressor else chunks, damage))
-    first_line, data, oversize = 1, b"", {}
+    first_line, data = 1, b""
+    oversize: Dict[int, int] = {}
     for first_line, data, oversize in runs_of_lines(chunks):
         if damage:  # runs_of_lines yields nothing after the last chunk but the last line's start
             yield unreadable(path, first_line, damage[0], data, oversize.get(0, len(data)))

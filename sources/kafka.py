@@ -76,7 +76,7 @@ def parse_position(text: str) -> Position:
     try:
         if ":" not in text:
             return Position("offsets", offsets={None: int(text)})
-        offsets = {}
+        offsets: Dict[Optional[int], int] = {}
         for part in text.split(","):
             partition, offset = part.split(":")
             offsets[int(partition)] = int(offset)
@@ -140,8 +140,11 @@ def _offset(consumer, topic: str, partition: int, position: Position, low: int, 
     if position.kind == LATEST:
         return high
     if position.kind == "offsets":
-        offset = position.offsets.get(partition, position.offsets.get(None))
+        offsets = position.offsets or {}
+        offset = offsets.get(partition, offsets.get(None))
         return high if offset is None else min(max(offset, low), high)
+    if position.epoch_ms is None:
+        raise ValueError(f"not a Kafka position: {position}")
     found = consumer.offsets_for_times([TopicPartition(topic, partition, position.epoch_ms)], timeout=30)[0]
     return high if found.offset < 0 else found.offset
 
@@ -183,10 +186,13 @@ class _OffsetRanges(RestrictionProvider):
         yield from restriction.split(SPLIT_RECORDS)
 
 
+OFFSET_RANGES = _OffsetRanges()
+
+
 class ReadPartitionRangeFn(beam.DoFn):
     """The records of one partition's offset range, claimed one by one so a runner can split the range."""
 
-    def process(self, part: PartitionRange, tracker=beam.DoFn.RestrictionParam(_OffsetRanges())):
+    def process(self, part: PartitionRange, tracker=beam.DoFn.RestrictionParam(OFFSET_RANGES)):
         from confluent_kafka import Consumer, KafkaError, TopicPartition
         restriction = tracker.current_restriction()
         source = f"{part.topic}-{part.partition}"
@@ -207,11 +213,12 @@ class ReadPartitionRangeFn(beam.DoFn):
                             return
                         raise RuntimeError(f"Kafka {source}: {error}")
                     last_progress = time.monotonic()
-                    if not tracker.try_claim(message.offset()):
+                    offset = message.offset()
+                    if offset is None or not tracker.try_claim(offset):
                         return
                     kind, timestamp = message.timestamp()
                     receive_ts = timestamp if kind != TIMESTAMP_NOT_AVAILABLE else None
-                    yield RawRecord(message.value() or b"", source, message.offset(), receive_ts)
+                    yield RawRecord(message.value() or b"", source, offset, receive_ts)
         finally:
             consumer.close()
 

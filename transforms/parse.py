@@ -10,6 +10,7 @@ import multiprocessing
 import os
 import weakref
 from concurrent.futures import ProcessPoolExecutor
+from typing import Any, Dict
 
 import apache_beam as beam
 from apache_beam.metrics.metric import Metrics
@@ -22,8 +23,8 @@ from transforms.worker_guard import guard_worker
 VALID = "valid"
 DEAD_LETTER = "dead_letter"
 
-_started_pools = {}  # processes -> a pool started ahead of the parse, taken by its first bundle
-_live_pools = weakref.WeakSet()  # every pool not yet shut down, for `stop_workers`
+_started_pools: Dict[int, Any] = {}  # processes -> a pool started ahead of the parse, taken by its first bundle
+_live_pools: weakref.WeakSet = weakref.WeakSet()  # every pool not yet shut down, for `stop_workers`
 
 
 def _new_pool(processes: int) -> ProcessPoolExecutor:
