@@ -24,13 +24,15 @@ import hashlib
 import struct
 import warnings
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import apache_beam as beam
 import orjson
 from apache_beam.io.gcp.bigtableio import WriteToBigTable
 from apache_beam.metrics.metric import Metrics
+from apache_beam.transforms.window import GlobalWindows
 
+from sinks.restatement import count_restatement, restatement_of
 from transforms.records import AGGREGATE_ROWS, MINUTE_MS, AdCount, Aggregates, FilterCount, SlidingTopAds, TopAds, rows
 
 COUNTS = "c"
@@ -244,6 +246,63 @@ def create_table(ref: TableRef) -> List[str]:
     return created
 
 
+def held_clicks(table, window_start: int) -> Dict[str, int]:
+    """{ad_id: clicks} a table holds for one window: its `min#` rows, 16 ranges in one ReadRows."""
+    from google.cloud.bigtable import row_filters
+    from google.cloud.bigtable.row_set import RowSet
+    row_set = RowSet()
+    for first, last in minute_ranges(window_start, window_start + 1):  # exactly this window's rows
+        row_set.add_row_range_from_keys(first, last)
+    only_all_clicks = row_filters.RowFilterChain([
+        row_filters.ColumnRangeFilter(COUNTS, ALL_CLICKS, ALL_CLICKS), row_filters.CellsColumnLimitFilter(1)])
+    return {parse_minute_key(row.row_key)[1]: decode_count(row.cells[COUNTS][ALL_CLICKS][0].value)
+            for row in table.read_rows(row_set=row_set, filter_=only_all_clicks)}
+
+
+class _LoweredFn(beam.DoFn):
+    """(window_start, [(ad_id, clicks)]) of a replay -> (window_start, whether the window's total in the table
+    goes down when these cells overwrite the ones it holds). Ads the replay did not see keep their cells."""
+
+    def __init__(self, ref: TableRef):
+        self._ref = ref
+
+    def setup(self):
+        self._table = client(self._ref.project).instance(self._ref.instance).table(self._ref.table)
+
+    def process(self, window_counts):
+        window_start, counts = window_counts
+        held = held_clicks(self._table, window_start)
+        yield window_start, sum(clicks - held.get(ad_id, 0) for ad_id, clicks in counts) < 0
+
+
+def _counted(windows):
+    restatement = restatement_of(windows)
+    count_restatement(restatement)
+    return restatement
+
+
+class _Restatement(beam.PTransform):
+    """A replay's per-ad counts -> the one Restatement of the table, counted as Beam metrics for the summary.
+
+    It reads what the table holds for each window the replay covers, so the writes must wait for it.
+    Like SQLite's `swap_in`, every window the replay holds is restated, including one the table held nothing for.
+    """
+
+    def __init__(self, ref: TableRef):
+        super().__init__()
+        self._ref = ref
+
+    def expand(self, per_ad):
+        return (per_ad
+                | "ByWindow" >> beam.FlatMap(lambda element: (
+                    (count.window_start, (count.ad_id, count.clicks)) for count in rows(element, AdCount)))
+                | "Global" >> beam.WindowInto(GlobalWindows())
+                | "GroupByWindow" >> beam.GroupByKey()
+                | "Lowered" >> beam.ParDo(_LoweredFn(self._ref))
+                | "Windows" >> beam.combiners.ToList()
+                | "Count" >> beam.Map(_counted))
+
+
 class _ToDirectRows(beam.DoFn):
     """Aggregates of one kind -> DirectRow mutations, counting cells written."""
 
@@ -251,7 +310,7 @@ class _ToDirectRows(beam.DoFn):
         self._row_type, self._cells_of = AGGREGATE_ROWS[kind], CELLS[kind]
         self.cells = Metrics.counter("adclick", "bigtable.cells")
 
-    def process(self, element):
+    def process(self, element, *_read_first):  # a replay's restatement, as a side input: the writes wait for it
         for aggregate in rows(element, self._row_type):  # a replay's elements are Arrow tables of rows
             for row in direct_rows(self._cells_of(aggregate)):
                 self.cells.inc()
@@ -261,7 +320,10 @@ class _ToDirectRows(beam.DoFn):
 class WriteToBigtable(beam.PTransform):
     """Writes `Aggregates` to a Bigtable table with Beam's WriteToBigTable.
 
-    Building it touches nothing: the launcher checks the table before any pipeline runs
+    A replay (bounded input) first reads what the table holds for its windows and reports what it restated
+    (`_Restatement`); no cell is written before that read. It overwrites the cells of the ads it saw, but cannot
+    delete those of an ad it did not see in a window: unlike SQLite, a partial replay does not restate a window
+    whole. Building it touches nothing: the launcher checks the table before any pipeline runs
     (`sinks.meta.check_sink`, which calls `check_table`). Transient errors are retried with
     exponential backoff by the client's mutations batcher, and a failed bundle is retried by the
     runner: both are safe because every write is idempotent.
@@ -274,8 +336,10 @@ class WriteToBigtable(beam.PTransform):
 
     def expand(self, aggregates: Aggregates):
         extra = {"flush_count": self._flush_count} if self._flush_count else {}
+        read_first = ([beam.pvalue.AsSingleton(aggregates.per_ad | "Restatement" >> _Restatement(self._ref))]
+                      if aggregates.per_ad.is_bounded else [])
         return (
-            [rows | f"{Aggregates.label(kind)}Cells" >> beam.ParDo(_ToDirectRows(kind))
+            [rows | f"{Aggregates.label(kind)}Cells" >> beam.ParDo(_ToDirectRows(kind), *read_first)
              for kind, rows in aggregates.made()]
             | "Flatten" >> beam.Flatten()
             | "WriteToBigTable" >> WriteToBigTable(self._ref.project, self._ref.instance, self._ref.table, **extra))

@@ -22,6 +22,12 @@ class Restatement(NamedTuple):
     lowered: int
 
 
+def restatement_of(windows) -> Restatement:
+    """The Restatement of (window_start, lowered) pairs, one per window a replay restated."""
+    starts, lowered = [start for start, _ in windows], sum(1 for _, fewer in windows if fewer)
+    return Restatement(len(starts), min(starts, default=None), max(starts, default=None), lowered)
+
+
 def count_restatement(restatement: Restatement) -> None:
     Metrics.counter(NAMESPACE, RESTATED_WINDOWS).inc(restatement.windows)
     Metrics.counter(NAMESPACE, LOWERED_WINDOWS).inc(restatement.lowered)

@@ -1,7 +1,6 @@
 """A replay restates each minute it holds, and says so: a partial one (one file of three) warns of the
 minutes it lowered. Expected counts come from the generator's truth and the raw lines alone."""
 
-import collections
 import json
 import sqlite3
 
@@ -9,26 +8,9 @@ import pytest
 
 from loadgen.generator import GeneratorConfig, write_log
 from runners import replay
+from tests.replay_truth import events_in, per_minute
 
 CONFIG = GeneratorConfig(events=6_000, seed=41, ads=60, minutes=12, duplicate_rate=0.05, malformed_rate=0.01)
-MINUTE_MS = 60_000
-
-
-def per_minute(events) -> collections.Counter:
-    return collections.Counter(event["click_ts"] // MINUTE_MS * MINUTE_MS for event in events)
-
-
-def events_in(path, truth_by_id) -> list:
-    """The unique clicks a file holds: truth events whose id is on one of its lines (a resend counts once)."""
-    ids = set()
-    for line in path.read_bytes().splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict) and record.get("event_id") in truth_by_id:
-            ids.add(record["event_id"])
-    return [truth_by_id[event_id] for event_id in ids]
 
 
 def clicks_per_ad_and_minute(db) -> dict:
