@@ -9,7 +9,13 @@ import logging
 from pathlib import Path
 
 import apache_beam
-from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions, PrismRunnerOptions, StandardOptions
+from apache_beam.options.pipeline_options import (
+    DebugOptions,
+    PipelineOptions,
+    PortableOptions,
+    PrismRunnerOptions,
+    StandardOptions,
+)
 from apache_beam.utils.subprocess_server import SubprocessServer
 
 NAMES = ("prism", "prismrunner")
@@ -29,6 +35,10 @@ def configure(options: PipelineOptions) -> PipelineOptions:
         if not BINARY.exists():
             raise ValueError(f"Prism {apache_beam.__version__} is not built ({BINARY}): run make install")
         prism.prism_location = str(BINARY)
+    # Beam keeps one Prism job server per process, made by the first PrismRunner: the DirectRunner's own try
+    # of Prism for a batch (which has no location and fails to download it) would leave every later run
+    # of this process on that server. Each run starts its own, from the binary given.
+    options.view_as(DebugOptions).add_experiment("disable_prism_server_singleton")
     portable = options.view_as(PortableOptions)
     portable.environment_type = portable.environment_type or "LOOPBACK"
     # Beam warns "Really starting service" and "Really destroying service" at each start and stop of Prism.
