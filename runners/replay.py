@@ -139,6 +139,19 @@ class SignalStop:
         finally:
             self._armed = False
 
+    @contextlib.contextmanager
+    def deferred(self):
+        """A step no signal may cut in two (spawning the parse workers: a worker cut off mid-spawn is one
+        the pool never waits for, and it dies loudly once the run's semaphores are gone): a signal waits
+        until the step is done, then stops the run."""
+        armed, self._armed = self._armed, False
+        try:
+            yield
+        finally:
+            self._armed = armed
+        if armed and self.signum:
+            raise Interrupted(self.signum)
+
 
 def interrupted_message(sink) -> str:
     if sink is None:
@@ -166,11 +179,12 @@ def step_errors_unlogged():
         logger.setLevel(level)
 
 
-def run_pipeline(args, options, sink, dead_letters):
+def run_pipeline(args, options, sink, dead_letters, stop: SignalStop):
     with spill_dir(args, options) as spill, step_errors_unlogged():
         config = dataclasses.replace(cli_options.pipeline_config(args), parse_processes=parse_processes(args, options),
                                      spill_dir=spill)
-        start_workers(config.parse_processes)
+        with stop.deferred():
+            start_workers(config.parse_processes)
         pipeline = build_pipeline(
             # Locally, straight to the FnApiRunner, the DirectRunner's choice for a batch once its try of
             # Prism (which needs a download) has failed.
@@ -225,7 +239,7 @@ def run(argv=None) -> dict:
                     options.view_as(TypeOptions).pipeline_type_check = False
                 dead_letters = WriteDeadLetters(args.dead_letter)
                 with beam_compat.installed(beam_compat.BATCH if local else ()):
-                    result = run_pipeline(args, options, sink, dead_letters)
+                    result = run_pipeline(args, options, sink, dead_letters, stop)
         except BaseException as error:  # an interrupt, a refused option or a failed step: clean up, then say which
             failure = error
         stop_workers()

@@ -25,6 +25,10 @@ DEAD_LETTER = "dead_letter"
 
 _started_pools: Dict[int, Any] = {}  # processes -> a pool started ahead of the parse, taken by its first bundle
 _live_pools: weakref.WeakSet = weakref.WeakSet()  # every pool not yet shut down, for `stop_workers`
+# Set by `stop_workers`: a run unwinding after an interrupt may still run bundles on the runner's threads,
+# and a pool they started then would be spawning workers as the launcher exits (each dying loudly).
+_workers_stopped = False
+WORKER_STOP_SECONDS = 30
 
 
 def _new_pool(processes: int) -> ProcessPoolExecutor:
@@ -39,6 +43,8 @@ def _new_pool(processes: int) -> ProcessPoolExecutor:
 def start_workers(processes: int) -> None:
     """Starts the parse's worker processes now: each spends about 0.3 s importing, which a
     launcher can overlap with building and planning the pipeline rather than the parse."""
+    global _workers_stopped
+    _workers_stopped = False
     if processes and processes not in _started_pools:
         pool = _started_pools[processes] = _new_pool(processes)
         for _ in range(processes):
@@ -47,11 +53,19 @@ def start_workers(processes: int) -> None:
 
 def stop_workers() -> None:
     """Stops every parse worker of this process and waits for them, the started ones not yet taken too:
-    a launcher's last word after a run, above all one that ended early (interrupted, failed)."""
+    a launcher's last word after a run, above all one that ended early (interrupted, failed); bundles
+    still running then judge their batches themselves."""
+    global _workers_stopped
+    _workers_stopped = True
     _started_pools.clear()
     for pool in list(_live_pools):
         pool.shutdown(wait=True, cancel_futures=True)  # a worker finishes the batch it judges, then exits
         _live_pools.discard(pool)
+    # A worker a signal caught mid-spawn is one its pool never waits for: it would fail loudly once the
+    # pool's semaphores are gone. It has not judged anything yet.
+    for child in multiprocessing.active_children():
+        child.kill()
+        child.join(WORKER_STOP_SECONDS)
 
 
 class _Counters:
@@ -130,11 +144,12 @@ class ParseBatchFn(beam.DoFn):
 
     def _judge(self, batch):
         """The outputs of batches judged so far: this one's, or an earlier one's from a worker."""
-        if not self._processes:
+        if self._processes and self._pool is None:
+            self._pool = _started_pools.pop(self._processes, None) or (None if _workers_stopped else
+                                                                        _new_pool(self._processes))
+        if not self._processes or self._pool is None:  # no workers: asked for none, or stopped by the launcher
             yield from self._outputs(judge(batch))
             return
-        if self._pool is None:
-            self._pool = _started_pools.pop(self._processes, None) or _new_pool(self._processes)
         if len(self._pending) < 2 * self._processes:
             self._pending.append(self._pool.submit(judge, batch))
         elif self._pending[0].done():
