@@ -14,12 +14,12 @@ import base64
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import uuid
-import xml.etree.ElementTree as ElementTree
 from pathlib import Path
+
+from runners.jvm import free_port, pom_property, stop_group
 
 POM = Path(__file__).resolve().parent.parent / "tools" / "kafka" / "pom.xml"
 START_TIMEOUT_SECONDS = 120  # about 3 s on an idle 2-core machine; a loaded one is far slower
@@ -64,8 +64,7 @@ class BrokerError(Exception):
 
 
 def kafka_version() -> str:
-    pom = "{http://maven.apache.org/POM/4.0.0}"
-    version = ElementTree.parse(POM).getroot().findtext(f"{pom}properties/{pom}kafka.version")
+    version = pom_property(POM, "kafka.version")
     if not version:
         raise BrokerError(f"{POM} names no kafka.version")
     return version
@@ -132,12 +131,6 @@ def _controller_port_of(data_dir: Path):
     return None
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def wait_until_ready(process: subprocess.Popen, bootstrap: str, data_dir: Path, timeout: float) -> None:
     """Until the broker answers a metadata request that lists itself: it then takes topics and records."""
     from confluent_kafka import KafkaException
@@ -172,20 +165,9 @@ def start(port: int, data_dir: Path, controller_port: int | None = None, quick_s
     try:
         wait_until_ready(process, f"127.0.0.1:{port}", data_dir, timeout)
     except BaseException:  # a timeout, or Ctrl-C while it starts: no broker is left behind
-        stop(process)
+        stop_group(process, grace=STOP_GRACE_SECONDS)
         raise
     return process
-
-
-def stop(process: subprocess.Popen, grace: float = STOP_GRACE_SECONDS) -> None:
-    """SIGTERM (Kafka's clean shutdown: the logs are flushed and closed), then SIGKILL after `grace` seconds."""
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(grace)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
 
 
 def run(argv=None) -> None:
@@ -211,5 +193,5 @@ def run(argv=None) -> None:
         raise SystemExit(f"adclick broker: {error}") from None
     except KeyboardInterrupt:
         if process is not None:
-            stop(process)
+            stop_group(process, grace=STOP_GRACE_SECONDS)
         print("adclick broker: stopped", flush=True)

@@ -30,10 +30,10 @@ import socket
 import subprocess
 import threading
 import time
-import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
-from runners.broker import free_port, java
+from runners.broker import java
+from runners.jvm import free_port, pom_property, stop_group
 
 POM = Path(__file__).resolve().parent.parent / "tools" / "beam-expansion" / "pom.xml"
 MAIN_CLASS = "org.apache.beam.sdk.expansion.service.ExpansionService"
@@ -51,8 +51,10 @@ class ExpansionServiceError(ValueError):
 
 
 def beam_version() -> str:
-    properties = ElementTree.parse(POM).getroot().find("{http://maven.apache.org/POM/4.0.0}properties")
-    return properties.find("{http://maven.apache.org/POM/4.0.0}beam.version").text
+    version = pom_property(POM, "beam.version")
+    if not version:
+        raise ExpansionServiceError(f"{POM} names no beam.version")
+    return version
 
 
 def home() -> Path:
@@ -108,19 +110,9 @@ def start(port: int = None, timeout: float = START_TIMEOUT_SECONDS):
     try:
         _wait_until_listening(process, port, log, timeout)
     except BaseException:
-        stop(process)
+        stop_group(process, grace=STOP_GRACE_SECONDS)
         raise
     return process, f"localhost:{port}", log
-
-
-def stop(process: subprocess.Popen, grace: float = STOP_GRACE_SECONDS) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(grace)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
 
 
 def _stop_shared() -> None:
@@ -128,7 +120,7 @@ def _stop_shared() -> None:
     with _lock:
         if _service is not None:
             process, _, log = _service
-            stop(process)
+            stop_group(process, grace=STOP_GRACE_SECONDS)
             log.unlink(missing_ok=True)
             _service = None
 

@@ -2,22 +2,20 @@
 
 import contextlib
 import os
-import signal
 import socket
 import subprocess
 import time
 
 import pytest
 
+from runners.jvm import (
+    free_port as free_port,  # the servers' port, for the fixtures too
+    stop_group,
+)
+
 # Set by .ci/run: a server binary that is missing fails the tests that need it instead of skipping
 # them, so that CI cannot stay green with a whole suite unrun.
 REQUIRE_SERVERS = "ADCLICK_REQUIRE_SERVERS"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def require_executable(path: str, what: str) -> None:
@@ -49,17 +47,6 @@ def start_listening(command, port: int, name: str, timeout: float = 60) -> subpr
             time.sleep(0.05)
     stop_group(process)
     raise RuntimeError(f"{name} did not listen on port {port} within {timeout:.0f} s")
-
-
-def stop_group(process: subprocess.Popen, sig: int = signal.SIGTERM, grace: float = 15) -> None:
-    """Stops a process group started by `start_listening`: `sig`, then SIGKILL after `grace` seconds."""
-    if process.poll() is None:
-        os.killpg(process.pid, sig)
-        try:
-            process.wait(grace)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
 
 
 @contextlib.contextmanager
