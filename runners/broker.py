@@ -19,7 +19,7 @@ import time
 import uuid
 from pathlib import Path
 
-from runners.jvm import free_port, pom_property, stop_group
+from runners.jvm import free_port, installed_libs, jars_home, pom_version, stop_group
 
 POM = Path(__file__).resolve().parent.parent / "tools" / "kafka" / "pom.xml"
 START_TIMEOUT_SECONDS = 120  # about 3 s on an idle 2-core machine; a loaded one is far slower
@@ -64,18 +64,12 @@ class BrokerError(Exception):
 
 
 def kafka_version() -> str:
-    version = pom_property(POM, "kafka.version")
-    if not version:
-        raise BrokerError(f"{POM} names no kafka.version")
-    return version
+    return pom_version(POM, "kafka.version", BrokerError)
 
 
 def kafka_libs() -> Path:
-    """The jars the Makefile copied (its stamp says the copy is whole)."""
-    home = Path(os.environ.get("ADCLICK_KAFKA_HOME") or Path.home() / ".cache" / "adclick" / "kafka" / kafka_version())
-    if not (home / ".installed").exists():
-        raise BrokerError(f"Apache Kafka {kafka_version()} is not installed in {home}: run `make install`")
-    return home / "libs"
+    version = kafka_version()
+    return installed_libs(jars_home("kafka", version, "ADCLICK_KAFKA_HOME"), f"Apache Kafka {version}", BrokerError)
 
 
 def java() -> str:

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 from runners.broker import java
-from runners.jvm import free_port, pom_property, stop_group
+from runners.jvm import free_port, installed_libs, jars_home, pom_version, stop_group
 
 POM = Path(__file__).resolve().parent.parent / "tools" / "beam-expansion" / "pom.xml"
 MAIN_CLASS = "org.apache.beam.sdk.expansion.service.ExpansionService"
@@ -51,23 +51,15 @@ class ExpansionServiceError(ValueError):
 
 
 def beam_version() -> str:
-    version = pom_property(POM, "beam.version")
-    if not version:
-        raise ExpansionServiceError(f"{POM} names no beam.version")
-    return version
+    return pom_version(POM, "beam.version", ExpansionServiceError)
 
 
 def home() -> Path:
-    return Path(os.environ.get("ADCLICK_EXPANSION_HOME")
-                or Path.home() / ".cache" / "adclick" / "expansion" / beam_version())
+    return jars_home("expansion", beam_version(), "ADCLICK_EXPANSION_HOME")
 
 
 def libs() -> Path:
-    """The jars the Makefile copied (its stamp says the copy is whole)."""
-    if not (home() / ".installed").exists():
-        raise ExpansionServiceError(f"Beam's Kafka expansion service {beam_version()} is not installed in "
-                                    f"{home()}: run `make install`")
-    return home() / "libs"
+    return installed_libs(home(), f"Beam's Kafka expansion service {beam_version()}", ExpansionServiceError)
 
 
 def command(port: int) -> list:

@@ -1,6 +1,6 @@
 """What the JVM servers a launcher starts have in common (the Kafka broker, Beam's expansion service),
-and the tests' servers too: a free loopback port, a version read from the pom `make install` copied
-the jars by, and a process group stopped cleanly, then for good."""
+and the tests' servers too: a free loopback port, the version and the jars `make install` copied by a
+pom, and a process group stopped cleanly, then for good."""
 
 import os
 import signal
@@ -8,7 +8,7 @@ import socket
 import subprocess
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
-from typing import Optional
+from typing import Type
 
 POM_NAMESPACE = "{http://maven.apache.org/POM/4.0.0}"
 
@@ -19,9 +19,24 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def pom_property(pom: Path, name: str) -> Optional[str]:
-    """A `<properties>` value of a pom (the version the Makefile fetched), None if it has none."""
-    return ElementTree.parse(pom).getroot().findtext(f"{POM_NAMESPACE}properties/{POM_NAMESPACE}{name}")
+def pom_version(pom: Path, name: str, error: Type[Exception]) -> str:
+    """The version a pom's `<properties>` name (what the Makefile fetched); `error` if it names none."""
+    version = ElementTree.parse(pom).getroot().findtext(f"{POM_NAMESPACE}properties/{POM_NAMESPACE}{name}")
+    if not version:
+        raise error(f"{pom} names no {name}")
+    return version
+
+
+def jars_home(name: str, version: str, variable: str) -> Path:
+    """Where `make install` copies a pom's jars: $`variable`, or ~/.cache/adclick/NAME/VERSION."""
+    return Path(os.environ.get(variable) or Path.home() / ".cache" / "adclick" / name / version)
+
+
+def installed_libs(home: Path, what: str, error: Type[Exception]) -> Path:
+    """The jars the Makefile copied into `home`, once its stamp says the copy is whole; `error` if not."""
+    if not (home / ".installed").exists():
+        raise error(f"{what} is not installed in {home}: run `make install`")
+    return home / "libs"
 
 
 def stop_group(process: subprocess.Popen, sig: int = signal.SIGTERM, grace: float = 15) -> None:
