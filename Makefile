@@ -13,7 +13,7 @@ BENCH_EVENTS ?= 1000000
 # runners/broker.py looks in the same place.
 KAFKA_VERSION := $(shell sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' tools/kafka/pom.xml)
 KAFKA_HOME := $(HOME)/.cache/adclick/kafka/$(KAFKA_VERSION)
-MVN := mvn -q -B -Dstyle.color=never -f tools/kafka/pom.xml
+MAVEN := mvn -q -B -Dstyle.color=never
 # Beam's Prism runner, built from the Go module proxy at the SDK's version (constraints.txt pins it);
 # runners/prism.py looks in the same place. Go may not be on PATH (CI): /usr/local/go is Go's own place.
 BEAM_VERSION := $(shell sed -n 's/^apache-beam==//p' constraints.txt)
@@ -24,7 +24,6 @@ GO := $(or $(shell command -v go),/usr/local/go/bin/go)
 # looks in the same place.
 EXPANSION_VERSION := $(shell sed -n 's:.*<beam.version>\(.*\)</beam.version>.*:\1:p' tools/beam-expansion/pom.xml)
 EXPANSION_HOME := $(HOME)/.cache/adclick/expansion/$(EXPANSION_VERSION)
-EXPANSION_MVN := mvn -q -B -Dstyle.color=never -f tools/beam-expansion/pom.xml
 
 .PHONY: install kafka prism beam-expansion system-deps lint run test bench clean
 
@@ -38,14 +37,19 @@ $(STAMP): setup.py constraints.txt
 
 kafka: $(KAFKA_HOME)/.installed
 
-# Offline first: once ~/.m2 holds the jars, a fresh clone copies them without the network.
-$(KAFKA_HOME)/.installed: tools/kafka/pom.xml
+# A pom's runtime jars into the stamp's directory, Java and Maven from Debian where missing. Offline
+# first: once ~/.m2 holds the jars, a fresh clone copies them without the network.
+define copy-jars
 	@command -v java >/dev/null && command -v mvn >/dev/null || \
 	  { apt-get update && apt-get install -y --no-install-recommends openjdk-17-jdk-headless maven; }
-	rm -rf $(KAFKA_HOME)/libs
-	$(MVN) -o dependency:copy-dependencies -DoutputDirectory=$(KAFKA_HOME)/libs >/dev/null 2>&1 || \
-	  $(MVN) dependency:copy-dependencies -DoutputDirectory=$(KAFKA_HOME)/libs
+	rm -rf $(@D)/libs
+	$(MAVEN) -f $< -o dependency:copy-dependencies -DoutputDirectory=$(@D)/libs >/dev/null 2>&1 || \
+	  $(MAVEN) -f $< dependency:copy-dependencies -DoutputDirectory=$(@D)/libs
 	touch $@
+endef
+
+$(KAFKA_HOME)/.installed: tools/kafka/pom.xml
+	$(copy-jars)
 
 prism: $(PRISM)
 
@@ -55,14 +59,8 @@ $(PRISM):
 
 beam-expansion: $(EXPANSION_HOME)/.installed
 
-# Offline first, as for Kafka's jars.
 $(EXPANSION_HOME)/.installed: tools/beam-expansion/pom.xml
-	@command -v java >/dev/null && command -v mvn >/dev/null || \
-	  { apt-get update && apt-get install -y --no-install-recommends openjdk-17-jdk-headless maven; }
-	rm -rf $(EXPANSION_HOME)/libs
-	$(EXPANSION_MVN) -o dependency:copy-dependencies -DoutputDirectory=$(EXPANSION_HOME)/libs >/dev/null 2>&1 || \
-	  $(EXPANSION_MVN) dependency:copy-dependencies -DoutputDirectory=$(EXPANSION_HOME)/libs
-	touch $@
+	$(copy-jars)
 
 # Debian packages the tests need: Chromium for the dashboard's browser tests, and the Bigtable and Pub/Sub
 # emulators (the Pub/Sub one runs on the Java that `make kafka` installs). The emulators come from Google
