@@ -3,6 +3,7 @@ alone: shared by the partial-replay tests of each sink."""
 
 import collections
 import json
+from pathlib import Path
 
 MINUTE_MS = 60_000
 
@@ -34,3 +35,13 @@ def events_in(path, truth_by_id) -> list:
         if isinstance(record, dict) and record.get("event_id") in truth_by_id:
             ids.add(record["event_id"])
     return [truth_by_id[event_id] for event_id in ids]
+
+
+def assert_partial_restatement(summary: dict, summary_file, out: str, minutes, lowered) -> None:
+    """A partial replay's report: the minutes it restated (first and last), those it lowered, in the
+    summary, its JSON file and the terminal's WARNING."""
+    assert summary["restated_windows"] == len(minutes) and summary["lowered_windows"] == len(lowered)
+    assert (summary["restated_from"], summary["restated_to"]) == (min(minutes), max(minutes))
+    assert json.loads(Path(summary_file).read_text())["lowered_windows"] == len(lowered)
+    assert f"restated {len(minutes)} minutes from" in out
+    assert f"WARNING: {len(lowered)} of them now count fewer clicks than before" in out

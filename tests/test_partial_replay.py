@@ -8,7 +8,7 @@ import pytest
 
 from loadgen.generator import GeneratorConfig, write_log
 from runners import replay
-from tests.replay_truth import events_in, per_minute
+from tests.replay_truth import assert_partial_restatement, events_in, per_minute
 
 CONFIG = GeneratorConfig(events=6_000, seed=41, ads=60, minutes=12, duplicate_rate=0.05, malformed_rate=0.01)
 
@@ -46,12 +46,7 @@ def test_a_partial_replay_restates_its_minutes_and_warns_of_those_it_lowered(log
     capsys.readouterr()
 
     summary = run(log, db, tmp_path, "clicks-00001.jsonl")
-    assert summary["restated_windows"] == len(part) and summary["lowered_windows"] == len(lowered)
-    assert (summary["restated_from"], summary["restated_to"]) == (min(part), max(part))
-    assert json.loads((tmp_path / "summary.json").read_text())["lowered_windows"] == len(lowered)
-    out = capsys.readouterr().out
-    assert f"restated {len(part)} minutes from" in out
-    assert f"{len(lowered)} of them now count fewer clicks than before" in out
+    assert_partial_restatement(summary, tmp_path / "summary.json", capsys.readouterr().out, part, lowered)
 
     # Each restated minute is the partial replay's whole answer; the others are as the full replay left them.
     rows = clicks_per_ad_and_minute(db)
