@@ -2,10 +2,17 @@
 
 DuckDB is what a user would reach for instead of a pipeline; the replay has to be
 within a small factor of it while doing more (validation with dead letters, exact
-dedup, three aggregates, an idempotent sink).
+dedup, three aggregates, an idempotent sink). Every run checks the replay's
+per-(ad, minute) counts against the generator's ground truth, and against DuckDB's
+unless `--skip-duckdb` (for a memory run whose baseline would not fit). A log of
+more than CHUNK_EVENTS clicks is generated in chunks of that size (seeds and
+minutes of their own, one after the other), since the generator draws a log in
+memory: `--events 100000000` is about 17 GB of JSON lines.
 """
 
 import argparse
+import collections
+import dataclasses
 import json
 import os
 import pathlib
@@ -17,11 +24,14 @@ import threading
 import time
 
 import duckdb
+import orjson
 import psutil
 
-from loadgen.generator import GeneratorConfig, write_log
+from loadgen.generator import MINUTE_MS, GeneratorConfig, write_log
 from transforms.validation import COUNTRY_CODES
 
+CHUNK_EVENTS = 5_000_000  # about 5 GB of the generator's memory each
+TRUTH_COUNTS = "truth-counts.json"
 IPV4_OCTET = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"  # 0..255, no leading zero
 # The SPEC's rules as far as SQL goes: the baseline must count what the replay counts.
 DUCKDB_COUNTS = """
@@ -106,6 +116,10 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--format", default="jsonl", choices=("jsonl", "parquet"))
     parser.add_argument("--files", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--hot-ad-share", type=float, help="the top ad's share of clicks (default: Zipf s=1.1)")
+    parser.add_argument("--iso-timestamp-rate", type=float, default=GeneratorConfig().iso_timestamp_rate,
+                        help="share of click_ts written as ISO-8601 strings (default: %(default)s)")
+    parser.add_argument("--skip-duckdb", action="store_true",
+                        help="no DuckDB baseline (a memory run): the counts are checked against the truth only")
     parser.add_argument("--workdir", help="keep the log and database here (default: a temporary directory)")
     parser.add_argument("--profile", metavar="PATH.html|PATH.txt",
                         help="also profile the replay with pyinstrument (slower: time it without)")
@@ -116,32 +130,102 @@ def run(argv=None) -> dict:
     args, replay_args = parser().parse_known_args(argv)
     with tempfile.TemporaryDirectory() as scratch:
         work = pathlib.Path(args.workdir or scratch)
-        manifest, pattern = _log(args, work)
-        duck_seconds, duck = duckdb_counts(pattern, args.format)
+        manifest, pattern, truth = _log(args, work)
+        duck_seconds, duck = (None, None) if args.skip_duckdb else duckdb_counts(pattern, args.format)
         wall, peak_rss, summary, replay_counts = _replay(args, replay_args, work, pattern)
     lines = manifest["read"]
     result = {
         "events": args.events, "lines": lines, "format": args.format, "cpus": os.cpu_count(),
-        "duckdb_seconds": round(duck_seconds, 3), "duckdb_lines_per_s": round(lines / duck_seconds),
+        "iso_timestamp_rate": args.iso_timestamp_rate, "hot_ad_share": args.hot_ad_share,
+        "input_gb": round(manifest.get("bytes", 0) / 1e9, 2),
+        "duckdb_seconds": duck_seconds and round(duck_seconds, 3),
+        "duckdb_lines_per_s": duck_seconds and round(lines / duck_seconds),
         "replay_seconds": summary["seconds"], "replay_lines_per_s": round(lines / summary["seconds"]),
         "replay_wall_seconds": round(wall, 2), "replay_peak_rss_mb": round(peak_rss / 2**20),
-        "ratio_to_duckdb": round(duck_seconds / summary["seconds"], 3),
-        "same_counts": replay_counts == duck,
+        "ratio_to_duckdb": duck_seconds and round(duck_seconds / summary["seconds"], 3),
+        "same_counts": replay_counts == truth and (duck is None or replay_counts == duck),
+        "same_counts_as_truth": replay_counts == truth,
+        "same_counts_as_duckdb": None if duck is None else replay_counts == duck,
         "balanced": summary["balanced"],
+        "load_average": list(os.getloadavg()),
     }
-    differing = {key for key in replay_counts.keys() | duck.keys() if replay_counts.get(key) != duck.get(key)}
-    _print(result, differing)
+    _print(result, _differing(replay_counts, truth), duck and _differing(replay_counts, duck))
+    if not result["same_counts"]:
+        sys.exit("adclick bench: the replay's per-(ad, minute) counts differ (above)")
     return result
 
 
+def _differing(ours: dict, theirs: dict) -> set:
+    return {key for key in ours.keys() | theirs.keys() if ours.get(key) != theirs.get(key)}
+
+
 def _log(args, work: pathlib.Path):
-    """(the manifest, the input pattern) of the generated log, generated unless the workdir has it."""
-    log_dir = work / f"log-{args.events}-{args.format}{f'-hot{args.hot_ad_share}' if args.hot_ad_share else ''}"
-    config = GeneratorConfig(args.events, minutes=max(10, args.events // 20_000), hot_ad_share=args.hot_ad_share)
+    """(the manifest, the input pattern, the truth's per-(ad, minute) counts) of the generated log, generated
+    unless the workdir has it."""
+    name = f"log-{args.events}-{args.format}"
+    if args.hot_ad_share:
+        name += f"-hot{args.hot_ad_share}"
+    if args.iso_timestamp_rate != GeneratorConfig().iso_timestamp_rate:
+        name += f"-iso{args.iso_timestamp_rate}"
+    log_dir = work / name
+    config = GeneratorConfig(args.events, minutes=max(10, args.events // 20_000), hot_ad_share=args.hot_ad_share,
+                             iso_timestamp_rate=args.iso_timestamp_rate)
     if not (log_dir / "manifest.json").exists():
         print(f"generating {args.events:,} clicks into {log_dir} ...", flush=True)
-        write_log(config, log_dir, args.format, files=args.files)
-    return json.loads((log_dir / "manifest.json").read_text()), str(log_dir / "clicks-*")
+        if args.events <= CHUNK_EVENTS:
+            write_log(config, log_dir, args.format, files=args.files)
+            _truth_counts(log_dir)
+        else:
+            _write_chunked_log(config, log_dir, args.format, args.files)
+    manifest = json.loads((log_dir / "manifest.json").read_text())
+    truth = {(ad, start): clicks for ad, start, clicks in json.loads((log_dir / TRUTH_COUNTS).read_text())}
+    return manifest, str(log_dir / "clicks-*"), truth
+
+
+def _truth_counts(log_dir: pathlib.Path) -> collections.Counter:
+    """The generator's truth counted per (ad, minute) into TRUTH_COUNTS, truth.jsonl removed (as large as the log);
+    the log's size in bytes added to its manifest."""
+    counts: collections.Counter = collections.Counter()
+    with open(log_dir / "truth.jsonl", "rb") as truth:
+        for line in truth:
+            click = orjson.loads(line)
+            counts[click["ad_id"], click["click_ts"] // MINUTE_MS * MINUTE_MS] += 1
+    (log_dir / "truth.jsonl").unlink()
+    (log_dir / TRUTH_COUNTS).write_bytes(orjson.dumps([[ad, start, n] for (ad, start), n in counts.items()]))
+    manifest = json.loads((log_dir / "manifest.json").read_text())
+    manifest["bytes"] = sum((log_dir / name).stat().st_size for name in manifest["files"])
+    (log_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return counts
+
+
+def _write_chunked_log(config: GeneratorConfig, log_dir: pathlib.Path, fmt: str, files: int) -> None:
+    """CHUNK_EVENTS clicks at a time, each chunk with its own seed and its own minutes after the last one's."""
+    chunks = -(-config.events // CHUNK_EVENTS)
+    totals = collections.Counter()
+    counts: collections.Counter = collections.Counter()
+    names = []
+    log_dir.mkdir(parents=True, exist_ok=True)
+    for k in range(chunks):
+        events = min(CHUNK_EVENTS, config.events - k * CHUNK_EVENTS)
+        minutes = max(10, events // 20_000)
+        chunk = dataclasses.replace(config, events=events, seed=config.seed + k, minutes=minutes,
+                                    start_ms=config.start_ms + k * CHUNK_EVENTS // 20_000 * MINUTE_MS)
+        part = log_dir / f"chunk-{k:03d}"
+        manifest = write_log(chunk, part, fmt, files=max(1, files // chunks) if files >= chunks else 1)
+        counts.update(_truth_counts(part))
+        for name in manifest["files"]:
+            (part / name).rename(log_dir / f"clicks-{k:03d}-{name[len('clicks-'):]}")
+            names.append(f"clicks-{k:03d}-{name[len('clicks-'):]}")
+        for key in ("read", "unique", "duplicates", "malformed"):
+            totals[key] += manifest[key]
+        for leftover in part.iterdir():
+            leftover.unlink()
+        part.rmdir()
+        print(f"  chunk {k + 1}/{chunks}: {totals['read']:,} lines so far", flush=True)
+    (log_dir / TRUTH_COUNTS).write_bytes(orjson.dumps([[ad, start, n] for (ad, start), n in counts.items()]))
+    manifest = {"format": fmt, "files": names, "chunks": chunks, "chunk_events": CHUNK_EVENTS, **totals,
+                "bytes": sum((log_dir / name).stat().st_size for name in names)}
+    (log_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
 
 
 def _replay(args, replay_args, work: pathlib.Path, pattern: str):
@@ -157,10 +241,16 @@ def _replay(args, replay_args, work: pathlib.Path, pattern: str):
     return wall, peak_rss, json.loads(summary_path.read_text()), sqlite_counts(str(db))
 
 
-def _print(result: dict, differing: set) -> None:
-    print(f"{result['lines']:,} lines ({result['format']}), {result['cpus']} CPUs")
-    print(f"DuckDB  {result['duckdb_seconds']:8.2f} s  {result['duckdb_lines_per_s']:>10,} lines/s")
+def _print(result: dict, from_truth: set, from_duckdb) -> None:
+    print(f"{result['lines']:,} lines ({result['format']}, {result['input_gb']} GB), {result['cpus']} CPUs, "
+          f"load average {' '.join(f'{load:.2f}' for load in result['load_average'])}")
+    if result["duckdb_seconds"] is not None:
+        print(f"DuckDB  {result['duckdb_seconds']:8.2f} s  {result['duckdb_lines_per_s']:>10,} lines/s")
     print(f"replay  {result['replay_seconds']:8.2f} s  {result['replay_lines_per_s']:>10,} lines/s "
           f"(wall {result['replay_wall_seconds']:.1f} s with start-up; peak RSS {result['replay_peak_rss_mb']:,} MB)")
-    print(f"replay / DuckDB throughput: {result['ratio_to_duckdb']:.3f}")
-    print("same per-(ad, minute) counts: " + ("yes" if not differing else f"NO, {len(differing)} differ"))
+    if result["ratio_to_duckdb"] is not None:
+        print(f"replay / DuckDB throughput: {result['ratio_to_duckdb']:.3f}")
+    for name, differing in (("the truth", from_truth), ("DuckDB", from_duckdb)):
+        if differing is not None:
+            verdict = f"NO, {len(differing)} differ" if differing else "yes"
+            print(f"same per-(ad, minute) counts as {name}: {verdict}")
