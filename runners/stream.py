@@ -25,7 +25,7 @@ from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOpt
 
 from pipelines.click_pipeline import build_pipeline
 from pipelines.config import PipelineConfig, StreamConfig
-from runners import beam_compat, options as cli_options, prism
+from runners import beam_compat, options as cli_options, prism, stream_metrics
 from runners.summary import counters, format_summary, summarize
 from sinks import sink_for
 from sinks.archive import DEFAULT_EVERY_SECONDS as ARCHIVE_EVERY_SECONDS, WriteRawArchive
@@ -85,6 +85,7 @@ def parser() -> argparse.ArgumentParser:
     group.add_argument("--lateness-shards", type=cli_options.at_least(1), default=stream.lateness_shards,
                        help="keys that judge lateness (default: %(default)s)")
     cli_options.add_pipeline_arguments(parser, stream=True)
+    stream_metrics.add_arguments(parser)
     return parser
 
 
@@ -156,6 +157,7 @@ def build(args, beam_args):
         errors = [str(error)]
     if errors:
         sys.exit("adclick stream: " + "\n  ".join(errors))
+    source, sink = stream_metrics.instrument(args, source, sink, is_kafka(args.source))
     archive = WriteRawArchive(args.archive, args.archive_every_seconds) if args.archive else None
     pipeline = build_pipeline(
         beam.Pipeline(options=options), source=source, sink=sink,
@@ -193,6 +195,7 @@ def _run_locally(pipeline, args) -> dict:
     stop = _Stop()
     started = time.monotonic()
     result = pipeline.run()
+    stream_metrics.watch(result)
     ended, failures = threading.Event(), []
 
     def wait():
@@ -233,6 +236,7 @@ def run(argv=None) -> dict:
         with beam_compat.installed(beam_compat.STREAM):
             return _run_locally(pipeline, args)
     result = pipeline.run()
+    stream_metrics.watch(result)
     print(f"submitted to {RUNNERS[args.runner]}: {getattr(result, 'job_id', lambda: '')() or result}")
     if args.wait or args.runner == "prism":  # Prism's job server is this process's child: it ends with it
         result.wait_until_finish()

@@ -8,6 +8,7 @@ pytest_plugins = [
     "tests.servers.bigtable",
     "tests.servers.chromium",
     "tests.servers.kafka",
+    "tests.servers.prometheus",
     "tests.servers.pubsub",
     "tests.serving_cases",
     "tests.sink_cases",
