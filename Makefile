@@ -71,6 +71,9 @@ EMULATORS := google-cloud-cli-bigtable-emulator google-cloud-cli-pubsub-emulator
 system-deps:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 	  { apt-get update && apt-get install -y --no-install-recommends chromium chromium-driver; }
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || \
+	  { apt-get update && apt-get install -y --no-install-recommends prometheus && \
+	    { systemctl disable --now prometheus 2>/dev/null || true; }; }  # the tests start their own
 	@for package in $(EMULATORS); do dpkg-query -W -f='$${Status}\n' $$package 2>/dev/null | \
 	  grep -q 'ok installed' || missing="$$missing $$package"; done; \
 	if [ -n "$$missing" ]; then \
