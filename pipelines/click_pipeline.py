@@ -1,9 +1,10 @@
 """The adclick DAG, the only one there is: a stream and a replay run this same code.
 
 raw records → parse/validate (dead letters aside) → raw archive (optional) → clock skew
-check → event time → lateness check → dedup by event_id → one-minute event-time
-windows → aggregates (per ad, per ad and filter, top N per minute and over the
-last M minutes) → sink. Malformed, skewed and too-late records → dead letters.
+check → event time → lateness check → dedup by event_id → risk filter (optional:
+flagged clicks to their own output) → one-minute event-time windows → aggregates
+(per ad, per ad and filter, top N per minute and over the last M minutes) → sink.
+Malformed, skewed and too-late records → dead letters.
 
 The source and the sinks are passed in: the middle never knows which ones it runs on.
 """
@@ -18,6 +19,7 @@ from transforms.dedup import DedupByEventId
 from transforms.event_time import StampEventTime
 from transforms.lateness import SetAsideTooLate
 from transforms.parse import DEAD_LETTER, VALID, ParseClicks
+from transforms.risk import FLAGGED, RiskFilter
 from transforms.set_aside import SKEWED, TOO_LATE
 from transforms.skew import SetAsideSkewed
 from transforms.windowing import WindowClicks
@@ -29,8 +31,10 @@ def build_pipeline(
         sink: beam.PTransform,
         dead_letter_sink: beam.PTransform,
         config: PipelineConfig = PipelineConfig(),
-        archive: Optional[beam.PTransform] = None) -> beam.Pipeline:
-    """Adds the DAG to `pipeline` and returns it, ready to run."""
+        archive: Optional[beam.PTransform] = None,
+        flagged_sink: Optional[beam.PTransform] = None) -> beam.Pipeline:
+    """Adds the DAG to `pipeline` and returns it, ready to run. With `config.risk`, the clicks its
+    rules flag go to `flagged_sink` (only counted without one)."""
     window, aggregates, stream = config.window, config.aggregates, config.stream
     parsed = pipeline | "ReadRaw" >> source | "Parse" >> ParseClicks(config.parse_processes)
     if archive is not None:
@@ -41,13 +45,20 @@ def build_pipeline(
         | "StampEventTime" >> StampEventTime()
         | "CheckLateness" >> SetAsideTooLate(
             window.size_seconds, window.allowed_lateness_seconds, stream.lateness_shards))
+    # A replay's dedup keeps the columns the steps after it read: every one for the risk filter's output.
+    columns = None if config.risk else (
+        ("click_ts", "receive_ts", "ad_id") + tuple(sorted(set(sum(aggregates.filter_dimensions, ())))))
+    unique = in_time[VALID] | "Dedup" >> DedupByEventId(
+        config.dedup_ttl_seconds, bucket_seconds=stream.dedup_bucket_seconds,
+        shards_per_bucket=stream.dedup_shards_per_bucket, per_key=stream.dedup_per_key,
+        columns=columns, spill_dir=config.spill_dir)
+    if config.risk:
+        judged = unique | "Risk" >> RiskFilter(config.risk, window.allowed_lateness_seconds)
+        unique = judged[VALID]
+        if flagged_sink is not None:
+            judged[FLAGGED] | "WriteFlagged" >> flagged_sink
     clicks = (
-        in_time[VALID]
-        | "Dedup" >> DedupByEventId(
-            config.dedup_ttl_seconds, bucket_seconds=stream.dedup_bucket_seconds,
-            shards_per_bucket=stream.dedup_shards_per_bucket, per_key=stream.dedup_per_key,
-            columns=("click_ts", "receive_ts", "ad_id") + tuple(sorted(set(sum(aggregates.filter_dimensions, ())))),
-            spill_dir=config.spill_dir)
+        unique
         | "Window" >> WindowClicks(
             window.size_seconds, window.allowed_lateness_seconds, window.early_firing_seconds))
     (clicks

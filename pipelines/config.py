@@ -1,7 +1,7 @@
 """Settings of the DAG's middle, the same for a stream and a replay."""
 
 from dataclasses import dataclass, field
-from typing import Optional, Tuple
+from typing import FrozenSet, Optional, Tuple
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,38 @@ class StreamConfig:
     dedup_per_key: bool = False  # Beam's DeduplicatePerKey instead, for comparison
 
 
+RATE_DIMENSIONS = {"user": "user_id", "ip": "ip"}  # a rate rule's `by`: the click field it counts by
+BLOCKED_IP, BLOCKED_USER = "blocked_ip", "blocked_user"  # the block lists' rule names
+
+
+@dataclass(frozen=True)
+class RateRule:
+    """More than `max_clicks` clicks of one user (or one IP) on one ad in one minute of event time:
+    in (click_ts, event_id) order, every click after the `max_clicks`-th is flagged as `name`."""
+    name: str
+    by: str  # a key of RATE_DIMENSIONS
+    max_clicks: int
+
+    @property
+    def field(self) -> str:
+        return RATE_DIMENSIONS[self.by]
+
+
+@dataclass(frozen=True)
+class RiskConfig:
+    """The risk filter's rules (transforms/risk.py): block lists first, then each rate rule over the
+    clicks they let through. `blocked_networks` are CIDR texts (IPv4 and IPv6)."""
+    rates: Tuple[RateRule, ...] = ()
+    blocked_networks: Tuple[str, ...] = ()
+    blocked_users: FrozenSet[str] = frozenset()
+
+    @property
+    def rule_names(self) -> Tuple[str, ...]:
+        """Every rule, in the order a click is judged: the first that flags it names it."""
+        return ((BLOCKED_IP,) * bool(self.blocked_networks) + (BLOCKED_USER,) * bool(self.blocked_users)
+                + tuple(rule.name for rule in self.rates))
+
+
 @dataclass(frozen=True)
 class PipelineConfig:
     window: WindowConfig = field(default_factory=WindowConfig)
@@ -41,3 +73,4 @@ class PipelineConfig:
     stream: StreamConfig = field(default_factory=StreamConfig)
     parse_processes: int = 0  # worker processes that judge a replay's batches; 0: the runner's own
     spill_dir: Optional[str] = None  # where a replay's dedup shuffle waits in files; None: in the runner
+    risk: Optional[RiskConfig] = None  # the risk filter's rules; None: no filter (every unique click is billed)

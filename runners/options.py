@@ -4,6 +4,7 @@ import argparse
 
 from pipelines.config import AggregateConfig, PipelineConfig, WindowConfig
 from transforms.records import FILTER_DIMENSIONS, MINUTE_MS
+from transforms.risk import RiskRulesError, load_rules
 
 
 def _dimension_sets(text: str):
@@ -28,6 +29,14 @@ def _window_seconds(text: str) -> int:
             f"{seconds} is not a positive size that divides a minute evenly: use one of "
             + ", ".join(str(size) for size in range(1, minute + 1) if minute % size == 0))
     return seconds
+
+
+def _risk_rules(path: str):
+    """The rules file, read and checked at the command line: a bad one is one line before the run."""
+    try:
+        return load_rules(path)
+    except RiskRulesError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def at_least(minimum: int):
@@ -61,6 +70,9 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser, stream: bool) -> Non
                             "(default: %(default)s)")
     group.add_argument("--max-skew-seconds", type=at_least(0), default=PipelineConfig().max_skew_seconds,
                        help="set aside clicks stamped further ahead of their receive time (default: %(default)s)")
+    parser.add_argument("--risk-rules", type=_risk_rules, metavar="FILE",
+                        help="fraud rules (TOML or JSON, README: Risk filter): the clicks they flag are not billed "
+                             "and go to their own output (default: no filter)")
     if not stream:  # a replay's windows get one final pane each: these keep their defaults
         parser.set_defaults(allowed_lateness_seconds=window.allowed_lateness_seconds,
                             early_firing_seconds=window.early_firing_seconds,
@@ -86,4 +98,4 @@ def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
     return PipelineConfig(
         window=WindowConfig(args.window_seconds, args.allowed_lateness_seconds, args.early_firing_seconds),
         aggregates=AggregateConfig(args.filters, args.top_n, args.hot_key_fanout, args.top_sliding_minutes),
-        max_skew_seconds=args.max_skew_seconds)
+        max_skew_seconds=args.max_skew_seconds, risk=args.risk_rules)

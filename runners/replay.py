@@ -48,6 +48,9 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--dead-letter", default="dead-letters.jsonl", metavar="PATH",
                         help="JSON-lines file for malformed records (default: %(default)s)")
     parser.add_argument("--summary", metavar="PATH", help="also write the run summary as JSON here")
+    parser.add_argument("--flagged", metavar="PATH",
+                        help="with --risk-rules: JSON-lines file of the clicks the rules flag, each with its rule "
+                             "(default: flagged.jsonl next to the dead letters)")
     parser.add_argument("--parse-processes", type=cli_options.at_least(0), metavar="N",
                         help="worker processes that parse and validate (default: one per core on the DirectRunner "
                              "and Prism, whose Python runs here; none elsewhere, where workers are the parallelism)")
@@ -179,7 +182,12 @@ def step_errors_unlogged():
         logger.setLevel(level)
 
 
-def run_pipeline(args, options, sink, dead_letters, stop: SignalStop):
+def flagged_path(args) -> str:
+    """Where a replay with risk rules writes its flagged clicks."""
+    return args.flagged or os.path.join(os.path.dirname(args.dead_letter), "flagged.jsonl")
+
+
+def run_pipeline(args, options, sink, dead_letters, stop: SignalStop, flagged=None):
     with spill_dir(args, options) as spill, step_errors_unlogged():
         config = dataclasses.replace(cli_options.pipeline_config(args), parse_processes=parse_processes(args, options),
                                      spill_dir=spill)
@@ -192,7 +200,8 @@ def run_pipeline(args, options, sink, dead_letters, stop: SignalStop):
             source=source_for(args.input, args.input_format),
             sink=sink,
             dead_letter_sink=dead_letters,
-            config=config)
+            config=config,
+            flagged_sink=flagged)
         result = pipeline.run()
         if threading.current_thread() is threading.main_thread():
             # Beam's job-server wrapper (Prism's) took SIGINT at the run's start, to stop its server before it
@@ -207,8 +216,11 @@ def checked_sink(args) -> beam.PTransform:
     try:
         check_inputs(args.input)
         sqlite_file = sqlite_path(args.sink) if urlparse(args.sink).scheme == SQLITE_SCHEME else None
+        if args.flagged and not args.risk_rules:
+            raise ValueError("--flagged is the risk filter's output: give --risk-rules FILE too")
         errors = output_errors(args.input, {"--dead-letter": args.dead_letter, "--summary": args.summary,
-                                            "--sink": sqlite_file})
+                                            "--sink": sqlite_file,
+                                            "--flagged": flagged_path(args) if args.risk_rules else None})
         if errors:
             raise ValueError("\n  ".join(errors))
         sink = sink_for(args.sink)
@@ -222,7 +234,7 @@ def run(argv=None) -> dict:
     args, beam_args = parser().parse_known_args(argv)
     cli_options.refuse_stream_only("adclick replay", beam_args)
     started = time.monotonic()
-    stop, sink, dead_letters, failure = SignalStop(), None, None, None
+    stop, sink, dead_letters, flagged, failure = SignalStop(), None, None, None, None
     with stop.handling():
         try:
             with stop.armed():
@@ -238,12 +250,13 @@ def run(argv=None) -> dict:
                     # its 0.2 s (`adclick bench --profile`). Types and coders are inferred all the same.
                     options.view_as(TypeOptions).pipeline_type_check = False
                 dead_letters = WriteDeadLetters(args.dead_letter)
+                flagged = WriteDeadLetters(flagged_path(args)) if args.risk_rules else None
                 with beam_compat.installed(beam_compat.BATCH if local else ()):
-                    result = run_pipeline(args, options, sink, dead_letters, stop)
+                    result = run_pipeline(args, options, sink, dead_letters, stop, flagged)
         except BaseException as error:  # an interrupt, a refused option or a failed step: clean up, then say which
             failure = error
         stop_workers()
-        for output in (sink, dead_letters):
+        for output in (sink, dead_letters, flagged):
             getattr(output, "discard", lambda: None)()  # what an unfinished run left beside its outputs
     if failure is not None and stop.signum:
         print(f"adclick replay: {interrupted_message(sink)}", file=sys.__stderr__, flush=True)

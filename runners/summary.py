@@ -43,23 +43,29 @@ def restatement_summary(result) -> dict:
     }
 
 
-ACCOUNTS = ("unique", "duplicates", "malformed", "skewed", "too_late")
+ACCOUNTS = ("unique", "duplicates", "malformed", "skewed", "too_late", "flagged")
+FLAGGED_PREFIX = "flagged."
+
+
+def _by_prefix(totals: dict, prefix: str) -> dict:
+    return {name[len(prefix):]: count for name, count in sorted(totals.items()) if name.startswith(prefix)}
 
 
 def summarize(totals: dict) -> dict:
-    """read = unique + duplicates + malformed + skewed + too_late, with malformed records by reason.
+    """read = unique + duplicates + malformed + skewed + too_late + flagged, with malformed records by
+    reason and flagged clicks by rule.
 
     Each record read ends in exactly one account. A skewed click (stamped too
     far ahead of its receive time) and a too-late one (its window had closed)
     are valid but not counted in the aggregates; too-late records are judged
     before dedup, so they are copies, resends included, whose window a replay
-    of the raw archive restates. A replay has none too late.
+    of the raw archive restates. A replay has none too late. Flagged clicks
+    (the risk filter's, after dedup) are unique clicks not billed: `unique`
+    counts the billed ones, the clicks in the aggregates.
     """
     summary = {name: totals.get(name, 0) for name in ("read",) + ACCOUNTS}
-    summary["malformed_by_reason"] = {
-        name[len(MALFORMED_PREFIX):]: count
-        for name, count in sorted(totals.items()) if name.startswith(MALFORMED_PREFIX)
-    }
+    summary["malformed_by_reason"] = _by_prefix(totals, MALFORMED_PREFIX)
+    summary["flagged_by_rule"] = _by_prefix(totals, FLAGGED_PREFIX)
     summary["balanced"] = summary["read"] == sum(summary[name] for name in ACCOUNTS)
     summary[INCOMPLETE_FILES] = sorted((json.loads(text) for text in totals.get(INCOMPLETE_FILES, ())),
                                        key=lambda incomplete: incomplete["file"])
@@ -74,10 +80,13 @@ def format_summary(summary: dict) -> str:
         f"malformed   {summary['malformed']:>12,}",
     ]
     lines += [f"  {reason:<22}{count:>8,}" for reason, count in summary["malformed_by_reason"].items()]
-    lines += [f"{label:<12}{summary[name]:>12,}" for name, label in (("skewed", "skewed"), ("too_late", "too late"))
-              if summary.get(name)]
-    terms = ["unique", "duplicates", "malformed"] + [label for name, label in (("skewed", "skewed"), (
-        "too_late", "too late")) if summary.get(name)]
+    optional = (("skewed", "skewed"), ("too_late", "too late"), ("flagged", "flagged"))
+    for name, label in optional:
+        if summary.get(name):
+            lines.append(f"{label:<12}{summary[name]:>12,}")
+            if name == "flagged":
+                lines += [f"  {rule:<22}{count:>8,}" for rule, count in summary["flagged_by_rule"].items()]
+    terms = ["unique", "duplicates", "malformed"] + [label for name, label in optional if summary.get(name)]
     lines.append(f"read = {' + '.join(terms)}: " + ("yes" if summary["balanced"] else "NO"))
     lines += [f"WARNING: {incomplete['file']} was not read whole, stopped at {incomplete['offset']}: "
               f"{incomplete['detail']}" for incomplete in summary.get(INCOMPLETE_FILES, ())]

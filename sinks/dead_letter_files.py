@@ -18,11 +18,14 @@ def write_json_lines(handle, dead_letters) -> None:
 
 
 class WriteDeadLetterFiles(beam.PTransform):
-    def __init__(self, directory: str, every_seconds: int = DEFAULT_EVERY_SECONDS):
+    """Also the risk filter's flagged clicks (`prefix` "flagged"): any NamedTuple records."""
+
+    def __init__(self, directory: str, every_seconds: int = DEFAULT_EVERY_SECONDS, prefix: str = "dead-letters"):
         super().__init__()
         self._directory = directory
         self._every_seconds = every_seconds
+        self._prefix = prefix
 
     def expand(self, dead_letters):
         return dead_letters | "WriteJsonLinesPanes" >> WriteInPanes(
-            self._directory, lambda _: "", write_json_lines, "dead-letters", ".jsonl", self._every_seconds)
+            self._directory, lambda _: "", write_json_lines, self._prefix, ".jsonl", self._every_seconds)
