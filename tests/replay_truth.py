@@ -30,7 +30,7 @@ def events_in(path, truth_by_id) -> list:
     for line in path.read_bytes().splitlines():
         try:
             record = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # a malformed line; the generator nests some deeper than json can
             continue
         if isinstance(record, dict) and record.get("event_id") in truth_by_id:
             ids.add(record["event_id"])
