@@ -21,14 +21,16 @@ overwrites the same cell: the write is idempotent and never an increment.
 
 import datetime
 import hashlib
+import logging
+import random
 import struct
+import time
 import warnings
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 import apache_beam as beam
 import orjson
-from apache_beam.io.gcp.bigtableio import WriteToBigTable
 from apache_beam.metrics.metric import Metrics
 from apache_beam.transforms.window import GlobalWindows
 
@@ -46,6 +48,13 @@ MAX_MINUTE = 10 ** MINUTE_DIGITS - 1
 AD_PREFIX, MINUTE_PREFIX, TOP_PREFIX, SLIDING_PREFIX = "ad#", "min#", "top#", "tops#"
 META_ROW = b"meta"  # no '#': no other kind of row, whatever its ad_id, can have this key
 CHECK_DEADLINE_SECONDS = 5  # retries of the check before a run, in all
+# The writes of one batch keep retrying a transient error for this long, then the bundle fails (and the
+# runner retries it): long enough for an outage of a minute or two, such as a 20 s freeze, a tablet move or
+# a restart of the emulator's host; short enough that a table gone for good fails the bundle, not hangs it.
+WRITE_DEADLINE_SECONDS = 120
+WRITE_ATTEMPT_SECONDS = 10  # one MutateRows call; a server that does not answer costs this much per attempt
+BACKOFF_FIRST_SECONDS, BACKOFF_MAX_SECONDS = 0.5, 8.0  # doubled after each failed attempt, up to the max
+FLUSH_COUNT = 1000  # DirectRows per MutateRows call
 _COUNT = struct.Struct(">q")
 
 # The client warns on every connection to the emulator; the emulator is what tests and local runs use.
@@ -180,7 +189,7 @@ CELLS = {"per_ad": per_ad_cells, "per_filter": per_filter_cells, "top_ads": top_
 
 
 def direct_rows(cells):
-    """DirectRow mutations, one per cell, for WriteToBigTable."""
+    """DirectRow mutations, one per cell, for `write_rows`."""
     from google.cloud.bigtable.row import DirectRow
     for key, family, qualifier, value, version in cells:
         row = DirectRow(key)
@@ -201,6 +210,50 @@ class BigtableNotReady(ValueError):
 def describe_error(error: Exception) -> str:
     message = getattr(error, "message", None) or str(error)
     return " ".join(message.split())[:300]
+
+
+class BigtableWriteError(RuntimeError):
+    """A write failed for good (not transient) or kept failing past WRITE_DEADLINE_SECONDS; one line."""
+
+
+def _retryable_codes() -> frozenset:
+    from google.cloud.bigtable.table import RETRYABLE_CODES
+    return frozenset(RETRYABLE_CODES)  # ABORTED, DEADLINE_EXCEEDED, INTERNAL, UNAVAILABLE
+
+
+def _status_text(status) -> str:
+    from google.rpc import code_pb2
+    return f"{code_pb2.Code.Name(status.code)} {' '.join(status.message.split())[:200]}".strip()
+
+
+def write_rows(table, rows: list, url: str, deadline_seconds: float = WRITE_DEADLINE_SECONDS) -> int:
+    """Writes DirectRows, and again those that failed with a transient error, with exponential backoff
+    (BACKOFF_FIRST_SECONDS doubled up to BACKOFF_MAX_SECONDS, jittered) until `deadline_seconds` after the
+    first attempt; returns how many retries it took. Rewriting a row is safe: every cell is a full value at a
+    fixed version. Raises BigtableWriteError on a permanent error or at the deadline."""
+    from google.cloud.bigtable.table import DEFAULT_RETRY
+    from google.rpc import code_pb2
+    no_retry = DEFAULT_RETRY.with_deadline(0.0)  # the client's "do nothing": this loop retries, logs and counts
+    retryable, pending, retries = _retryable_codes(), list(rows), 0
+    delay, give_up = BACKOFF_FIRST_SECONDS, time.monotonic() + deadline_seconds
+    while True:
+        statuses = table.mutate_rows(pending, retry=no_retry, timeout=WRITE_ATTEMPT_SECONDS)
+        failed = [(row, status) for row, status in zip(pending, statuses) if status.code != code_pb2.OK]
+        if not failed:
+            return retries
+        permanent = [status for _, status in failed if status.code not in retryable]
+        if permanent:
+            raise BigtableWriteError(f"Bigtable table {url}: a write failed: {_status_text(permanent[0])}")
+        wait = delay * random.uniform(0.5, 1.0)
+        if time.monotonic() + wait > give_up:
+            raise BigtableWriteError(f"Bigtable table {url}: {len(failed)} writes still failing after "
+                                     f"{deadline_seconds:.0f} s of retries: {_status_text(failed[0][1])}")
+        retries += 1
+        logging.warning("Bigtable table %s: %d of %d writes failed (%s); retry %d in %.1f s",
+                        url, len(failed), len(pending), _status_text(failed[0][1]), retries, wait)
+        time.sleep(wait)
+        delay = min(delay * 2, BACKOFF_MAX_SECONDS)
+        pending = [row for row, _ in failed]
 
 
 def check_table(ref: TableRef) -> None:
@@ -317,16 +370,46 @@ class _ToDirectRows(beam.DoFn):
                 yield row
 
 
+class _WriteRowsFn(beam.DoFn):
+    """DirectRows -> the table, FLUSH_COUNT at a time and the rest at the end of the bundle, with `write_rows`'s
+    retries. Not Beam's WriteToBigTable: its batcher waits up to 10 minutes per batch and 60 s per attempt,
+    neither can be set, and it retries silently; these retries are logged and counted (`bigtable.write_retries`)."""
+
+    def __init__(self, ref: TableRef, flush_count: int):
+        self._ref, self._flush_count = ref, flush_count
+        self.retries = Metrics.counter("adclick", "bigtable.write_retries")
+
+    def setup(self):
+        self._table = client(self._ref.project).instance(self._ref.instance).table(self._ref.table)
+
+    def start_bundle(self):
+        self._rows = []
+
+    def process(self, row):
+        self._rows.append(row)
+        if len(self._rows) >= self._flush_count:
+            self._flush()
+
+    def finish_bundle(self):
+        if self._rows:
+            self._flush()
+
+    def _flush(self):
+        rows, self._rows = self._rows, []
+        self.retries.inc(write_rows(self._table, rows, self._ref.url))
+
+
 class WriteToBigtable(beam.PTransform):
-    """Writes `Aggregates` to a Bigtable table with Beam's WriteToBigTable.
+    """Writes `Aggregates` to a Bigtable table, retrying transient errors for up to WRITE_DEADLINE_SECONDS.
 
     A replay (bounded input) first reads what the table holds for its windows and reports what it restated
     (`_Restatement`); no cell is written before that read. It overwrites the cells of the ads it saw, but cannot
     delete those of an ad it did not see in a window: unlike SQLite, a partial replay does not restate a window
     whole. Building it touches nothing: the launcher checks the table before any pipeline runs
-    (`sinks.meta.check_sink`, which calls `check_table`). Transient errors are retried with
-    exponential backoff by the client's mutations batcher, and a failed bundle is retried by the
-    runner: both are safe because every write is idempotent.
+    (`sinks.meta.check_sink`, which calls `check_table`). Transient errors (unavailable, deadline exceeded,
+    aborted, internal) are retried with bounded exponential backoff for WRITE_DEADLINE_SECONDS (2 minutes: a
+    20 s outage stalls the writes, it loses none), and a bundle that still fails is retried by the runner: both
+    are safe because every write is idempotent.
     """
 
     def __init__(self, ref: TableRef, flush_count: Optional[int] = None):
@@ -335,11 +418,10 @@ class WriteToBigtable(beam.PTransform):
         self._flush_count = flush_count
 
     def expand(self, aggregates: Aggregates):
-        extra = {"flush_count": self._flush_count} if self._flush_count else {}
         read_first = ([beam.pvalue.AsSingleton(aggregates.per_ad | "Restatement" >> _Restatement(self._ref))]
                       if aggregates.per_ad.is_bounded else [])
         return (
             [rows | f"{Aggregates.label(kind)}Cells" >> beam.ParDo(_ToDirectRows(kind), *read_first)
              for kind, rows in aggregates.made()]
             | "Flatten" >> beam.Flatten()
-            | "WriteToBigTable" >> WriteToBigTable(self._ref.project, self._ref.instance, self._ref.table, **extra))
+            | "WriteToBigTable" >> beam.ParDo(_WriteRowsFn(self._ref, self._flush_count or FLUSH_COUNT)))
