@@ -1,0 +1,1 @@
+"""The Dataflow Flex Template: parameters (template.py, metadata.json), image (Dockerfile), launcher (main.py)."""
