@@ -1,17 +1,22 @@
-"""`adclick bench-api`: a sink's write rate and the query API's latency over HTTP, on synthetic
-aggregates (Zipf-like counts, `--ads` ads x `--minutes` minutes, three countries each).
+"""`adclick bench-api`: a sink's write rate and the query API's throughput and latency over HTTP, on
+synthetic aggregates (Zipf-like counts, `--ads` ads x `--minutes` minutes, three countries each).
 
-Writes go through the sink's own PTransform on the DirectRunner, as a replay writes them; the
-API runs in uvicorn on a free loopback port and is queried one request at a time.
+Writes go through the sink's own PTransform on the DirectRunner, as a replay writes them. The API is
+a real `adclick serve` process on a free loopback port (its own CPU, not this one's); `--clients`
+keep-alive connections (default 20) send each kind of query as fast as it answers, from one asyncio
+loop whose client costs a few tens of microseconds a request.
 """
 
 import argparse
+import asyncio
 import json
-import socket
+import os
+import re
 import statistics
+import subprocess
 import sys
-import threading
 import time
+from urllib.parse import urlencode
 
 import apache_beam as beam
 
@@ -20,6 +25,8 @@ from transforms.records import MINUTE_MS, AdCount, Aggregates, FilterCount, TopA
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 COUNTRIES = ("US", "IN", "BR")
+CLIENTS = 20
+_LISTENING = re.compile(rb"dashboard at http://(\S+?):(\d+)/dashboard/")
 
 
 def synthetic_aggregates(ads: int, minutes: int, top_n: int = 100):
@@ -45,88 +52,147 @@ def write(url: str, per_ad, per_filter, top_ads) -> float:
     return time.monotonic() - started
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _percentiles(seconds):
+def summary(seconds, wall: float, failures: int) -> dict:
+    """Requests/s over the wall time, and latency percentiles (nearest rank) in ms."""
     ms = sorted(s * 1000 for s in seconds)
-    return {"requests": len(ms), "p50_ms": round(statistics.median(ms), 2),
-            "p95_ms": round(ms[int(0.95 * (len(ms) - 1))], 2), "max_ms": round(ms[-1], 2)}
+
+    def rank(q):
+        return round(ms[min(len(ms) - 1, int(q * len(ms)))], 2)
+
+    return {"requests": len(ms), "requests_per_second": round(len(ms) / wall),
+            "p50_ms": round(statistics.median(ms), 2), "p95_ms": rank(0.95), "p99_ms": rank(0.99),
+            "max_ms": round(ms[-1], 2), "not_200": failures}
 
 
-def time_queries(url: str, ads: int, minutes: int, requests: int) -> dict:
-    """Latency of each kind of query through a real uvicorn server."""
-    import httpx
-    import uvicorn
+async def _client(host: str, port: int, requests, headers: bytes, seconds: list, failed: list):
+    """One keep-alive HTTP/1.1 connection sending `requests` (an iterator shared by every client) in turn."""
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        for target in requests:
+            started = time.perf_counter()
+            writer.write(b"GET " + target + b" HTTP/1.1\r\nHost: bench\r\n" + headers + b"\r\n")
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(re.search(rb"(?i)\r\ncontent-length: *(\d+)", head).group(1))
+            await reader.readexactly(length)
+            seconds.append(time.perf_counter() - started)
+            if head[9:12] != b"200":
+                failed.append(head.split(b"\r\n", 1)[0])
+    finally:
+        writer.close()
 
-    from serving.api import create_app
-    from serving.store import open_store
-    store = open_store(url)
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(store, max_window_minutes=max(60, minutes)),
-                                           host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
+
+async def _load(host: str, port: int, targets, clients: int, headers: bytes):
+    seconds, failed = [], []
+    shared = iter(targets)
+    started = time.perf_counter()
+    await asyncio.gather(*(_client(host, port, shared, headers, seconds, failed) for _ in range(clients)))
+    return seconds, time.perf_counter() - started, failed
+
+
+def load(host: str, port: int, targets, clients: int = CLIENTS, token: str = None) -> dict:
+    """`targets` (path?query, bytes) sent over `clients` concurrent connections: their summary()."""
+    headers = f"Authorization: Bearer {token}\r\n".encode() if token else b""
+    seconds, wall, failed = asyncio.run(_load(host, port, targets, clients, headers))
+    return summary(seconds, wall, len(failed))
+
+
+def queries(ads: int, minutes: int):
+    """{name: a function of i giving the i-th request's path?query}."""
     last = T0 + (minutes - 1) * MINUTE_MS
-    queries = {
-        "aggregated_count (one ad, all minutes)": lambda i: (
-            f"/v1/ads/ad-{i * 7919 % ads:07d}/aggregated_count", {"from": T0, "to": last + MINUTE_MS}),
-        "aggregated_count (one ad, all minutes, country=US)": lambda i: (
+
+    def target(path, **params):
+        return (path + "?" + urlencode(params)).encode()
+
+    return {
+        "aggregated_count (one ad, all minutes)": lambda i: target(
+            f"/v1/ads/ad-{i * 7919 % ads:07d}/aggregated_count", **{"from": T0, "to": last + MINUTE_MS}),
+        "aggregated_count (one ad, all minutes, country=US)": lambda i: target(
             f"/v1/ads/ad-{i * 7919 % ads:07d}/aggregated_count",
-            {"from": T0, "to": last + MINUTE_MS, "filter": "country=US"}),
-        "popular_ads (window=1: the stored top 100)": lambda i: (
-            "/v1/ads/popular_ads", {"at": T0 + (i % minutes) * MINUTE_MS}),
-        f"popular_ads (window={minutes}, country=US: sums {ads * minutes:,} rows)": lambda i: (
-            "/v1/ads/popular_ads", {"at": last, "window": minutes, "filter": "country=US"}),
+            **{"from": T0, "to": last + MINUTE_MS, "filter": "country=US"}),
+        "popular_ads (window=1: the stored top 100)": lambda i: target(
+            "/v1/ads/popular_ads", at=T0 + (i % minutes) * MINUTE_MS),
+        f"popular_ads (window={minutes}, country=US: sums {ads * minutes:,} rows)": lambda i: target(
+            "/v1/ads/popular_ads", at=last, window=minutes, filter="country=US"),
     }
+
+
+def serve(url: str, minutes: int, extra=()):
+    """`adclick serve` on a free loopback port: (process, host, port) once it has said where it listens."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "runners.cli", "serve", "--sink", url, "--port", "0", "--log-level", "warning",
+         "--max-window-minutes", str(max(60, minutes)), *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(os.environ))
+    line = process.stdout.readline()
+    found = _LISTENING.search(line)
+    if not found:
+        process.kill()
+        sys.exit(f"adclick bench-api: adclick serve did not start: {(line + process.stdout.read()).decode()[-500:]}")
+    return process, found.group(1).decode(), int(found.group(2))
+
+
+def time_queries(url: str, ads: int, minutes: int, requests: int, clients: int = CLIENTS, serve_args=()) -> dict:
+    """Throughput and latency of each kind of query through a real `adclick serve` process."""
+    import httpx
+    process, host, port = serve(url, minutes, serve_args)
     results = {}
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
-            for name, make in queries.items():
-                count = requests if "sums" not in name else max(5, requests // 20)
-                seconds = []
-                for i in range(count):
-                    path, params = make(i)
-                    started = time.perf_counter()
-                    response = client.get(path, params=params)
-                    seconds.append(time.perf_counter() - started)
-                    response.raise_for_status()
-                results[name] = _percentiles(seconds)
+        deadline = time.monotonic() + 30
+        while httpx.get(f"http://{host}:{port}/healthz").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for name, make in queries(ads, minutes).items():
+            count = requests if "sums" not in name else max(clients, requests // 20)
+            load(host, port, [make(i) for i in range(min(count, 200))], clients)  # warm: connections, caches
+            results[name] = load(host, port, [make(i) for i in range(count)], clients)
     finally:
-        server.should_exit = True
-        thread.join(10)
-        store.close()
+        process.terminate()
+        process.wait(15)
     return results
+
+
+def _table(report: dict) -> str:
+    wrote = (f"wrote {report['aggregates']:,} aggregates in {report['write_seconds']} s "
+             f"({report['aggregates_per_second']:,}/s)" if report["write_seconds"] else "not written again")
+    lines = [f"{report['sink']}: {wrote}; {report['clients']} concurrent clients, {report['workers']} worker(s)",
+             f"{'query':<62} {'req/s':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'not 200':>8}"]
+    for name, q in report["queries"].items():
+        lines.append(f"{name:<62} {q['requests_per_second']:>7,} {q['p50_ms']:>8} {q['p95_ms']:>8} {q['p99_ms']:>8} "
+                     f"{q['not_200']:>8}")
+    return "\n".join(lines)
 
 
 def run(argv=None) -> dict:
     parser = argparse.ArgumentParser(
         prog="adclick bench-api",
-        description="Time a sink's writes and the query API's answers on synthetic aggregates. "
-                    "Bigtable: create the table first (adclick bigtable create-table) and set "
-                    "BIGTABLE_EMULATOR_HOST for the emulator.")
+        description="Time a sink's writes and the query API's throughput and latency on synthetic aggregates, "
+                    "against a real `adclick serve` process. Bigtable: create the table first "
+                    "(adclick bigtable create-table) and set BIGTABLE_EMULATOR_HOST for the emulator.")
     parser.add_argument("--sink", required=True, help="sqlite:///PATH or bigtable://PROJECT/INSTANCE/TABLE")
     parser.add_argument("--ads", type=int, default=2_000)
     parser.add_argument("--minutes", type=int, default=10)
-    parser.add_argument("--requests", type=int, default=200, help="requests per kind of query")
+    parser.add_argument("--requests", type=int, default=4_000,
+                        help="requests per kind of query (a twentieth for the summing one; default: %(default)s)")
+    parser.add_argument("--clients", type=int, default=CLIENTS, help="concurrent connections (default: %(default)s)")
+    parser.add_argument("--workers", type=int, default=1, help="`adclick serve --workers` (default: %(default)s)")
+    parser.add_argument("--no-write", action="store_true",
+                        help="query what the sink holds from an earlier bench-api with the same --ads and --minutes")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)
-    if min(args.ads, args.minutes, args.requests) < 1:
-        sys.exit("adclick bench-api: --ads, --minutes and --requests must be at least 1")
+    if min(args.ads, args.minutes, args.requests, args.clients, args.workers) < 1:
+        sys.exit("adclick bench-api: --ads, --minutes, --requests, --clients and --workers must be at least 1")
     per_ad, per_filter, top_ads = synthetic_aggregates(args.ads, args.minutes)
+    aggregates = len(per_ad) + len(per_filter) + len(top_ads)
     cells = 2 * (len(per_ad) + len(per_filter)) + len(top_ads)  # the Bigtable cells (SQLite: rows, about half)
-    try:
-        seconds = write(args.sink, per_ad, per_filter, top_ads)
-    except (ValueError, FileNotFoundError) as error:
-        sys.exit(f"adclick bench-api: {error}")
-    report = {"sink": args.sink, "ads": args.ads, "minutes": args.minutes,
-              "aggregates": len(per_ad) + len(per_filter) + len(top_ads), "bigtable_cells": cells,
-              "write_seconds": round(seconds, 2),
-              "aggregates_per_second": round((len(per_ad) + len(per_filter) + len(top_ads)) / seconds),
-              "queries": time_queries(args.sink, args.ads, args.minutes, args.requests)}
-    print(json.dumps(report, indent=2))
+    seconds = None
+    if not args.no_write:
+        try:
+            seconds = write(args.sink, per_ad, per_filter, top_ads)
+        except (ValueError, FileNotFoundError) as error:
+            sys.exit(f"adclick bench-api: {error}")
+    report = {"sink": args.sink, "ads": args.ads, "minutes": args.minutes, "aggregates": aggregates,
+              "bigtable_cells": cells, "write_seconds": seconds and round(seconds, 2),
+              "aggregates_per_second": seconds and round(aggregates / seconds), "clients": args.clients,
+              "workers": args.workers,
+              "queries": time_queries(args.sink, args.ads, args.minutes, args.requests, args.clients,
+                                      () if args.workers == 1 else ("--workers", str(args.workers)))}
+    print(json.dumps(report, indent=2) if args.json else _table(report), flush=True)
     return report

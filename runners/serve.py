@@ -1,12 +1,26 @@
 """`adclick serve`: the query API, /metrics and the dashboard over a sink, with uvicorn."""
 
 import argparse
+import dataclasses
+import ipaddress
+import json
+import os
 import socket
+import stat
 import sys
 
-from serving.api import DEFAULT_MAX_WINDOW_MINUTES
+from serving.api import DEFAULT_LIMITS, Limits
 
 BACKLOG = 2048  # uvicorn's default
+MIN_TOKEN_LENGTH = 16
+WORKER_ENV = "ADCLICK_SERVE_WORKER"  # what a worker process of --workers N serves, as JSON
+_LIMIT_OPTIONS = {  # option: (Limits field, help)
+    "--max-count": ("max_count", "most ads popular_ads answers with"),
+    "--max-window-minutes": ("max_window_minutes", "largest `window` popular_ads accepts; its cost grows with it"),
+    "--max-range-minutes": ("max_range_minutes", "longest from..to aggregated_count accepts"),
+    "--max-url-length": ("max_url_length", "longest path and query in bytes; longer: 414"),
+    "--max-in-flight": ("max_in_flight", "requests answered at once by each worker; beyond: 503 with Retry-After"),
+}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -16,12 +30,58 @@ def parser() -> argparse.ArgumentParser:
                     "over the aggregates in a sink. Bigtable: set BIGTABLE_EMULATOR_HOST=HOST:PORT for the emulator.")
     parser.add_argument("--sink", default="sqlite:///adclick.db",
                         help="sqlite:///PATH or bigtable://PROJECT/INSTANCE/TABLE (default: %(default)s)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, loopback only)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to bind (default: %(default)s, loopback only; any other needs --auth-token-file)")
     parser.add_argument("--port", type=int, default=8080, help="0..65535; 0 picks a free one (default: %(default)s)")
-    parser.add_argument("--max-window-minutes", type=int, default=DEFAULT_MAX_WINDOW_MINUTES,
-                        help="largest `window` popular_ads accepts; its cost grows with it (default: %(default)s)")
+    parser.add_argument("--auth-token-file", metavar="PATH",
+                        help=f"a file holding the bearer token (at least {MIN_TOKEN_LENGTH} printable characters, not "
+                             "readable by others): /v1 and /metrics then need `Authorization: Bearer TOKEN`")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="uvicorn worker processes sharing the port (default: %(default)s; each has its own "
+                             "/metrics counters)")
+    for option, (field, meaning) in _LIMIT_OPTIONS.items():
+        parser.add_argument(option, type=int, default=getattr(DEFAULT_LIMITS, field),
+                            help=f"{meaning} (default: %(default)s)")
     parser.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     return parser
+
+
+def limits_of(args) -> Limits:
+    """The limits the options set, each at least 1."""
+    for option, (field, _) in _LIMIT_OPTIONS.items():
+        if getattr(args, field) < 1:
+            sys.exit(f"adclick serve: {option} must be at least 1, got {getattr(args, field)}")
+    return dataclasses.replace(DEFAULT_LIMITS, **{field: getattr(args, field) for field, _ in _LIMIT_OPTIONS.values()})
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve beyond loopback
+
+
+def read_token(path: str) -> str:
+    """The bearer token in `path`, refusing (one line) a file others can read, an empty one or one that is not
+    a header-safe token."""
+    try:
+        mode = os.stat(path).st_mode
+        with open(path, encoding="utf-8") as file:
+            token = file.read().strip()
+    except (OSError, UnicodeDecodeError) as error:
+        sys.exit(f"adclick serve: cannot read --auth-token-file {path}: {getattr(error, 'strerror', None) or error}")
+    if not stat.S_ISREG(mode):
+        sys.exit(f"adclick serve: --auth-token-file {path} is not a regular file")
+    if mode & stat.S_IRWXO:
+        sys.exit(f"adclick serve: --auth-token-file {path} is readable by others: chmod 600 {path}")
+    if not token:
+        sys.exit(f"adclick serve: --auth-token-file {path} is empty")
+    if len(token) < MIN_TOKEN_LENGTH or not token.isascii() or not token.isprintable() or " " in token:
+        sys.exit(f"adclick serve: the token in {path} must be at least {MIN_TOKEN_LENGTH} printable ASCII characters "
+                 "without spaces (e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(32))')")
+    return token
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -40,26 +100,51 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _open(sink: str):
+    from serving.store import open_store
+    try:
+        return open_store(sink)
+    except (ValueError, FileNotFoundError) as error:
+        sys.exit(f"adclick serve: {error}")
+
+
+def worker_app():
+    """The app of one worker process of `--workers N` (uvicorn's factory): what WORKER_ENV says to serve."""
+    from serving.api import create_app
+    spec = json.loads(os.environ[WORKER_ENV])
+    token = read_token(spec["token_file"]) if spec["token_file"] else None
+    return create_app(_open(spec["sink"]), limits=Limits(**spec["limits"]), token=token)
+
+
 def run(argv=None) -> None:
     args = parser().parse_args(argv)
-    if args.max_window_minutes < 1:
-        sys.exit("adclick serve: --max-window-minutes must be at least 1")
+    limits = limits_of(args)
+    if args.workers < 1:
+        sys.exit(f"adclick serve: --workers must be at least 1, got {args.workers}")
+    if args.auth_token_file is None and not is_loopback(args.host):
+        sys.exit(f"adclick serve: --host {args.host} is beyond loopback: give --auth-token-file PATH (a file "
+                 "holding the bearer token every /v1 request must send)")
+    token = read_token(args.auth_token_file) if args.auth_token_file is not None else None
     sock = listen(args.host, args.port)
     import uvicorn
 
     from serving.api import create_app
-    from serving.store import open_store
-    try:
-        store = open_store(args.sink)
-    except (ValueError, FileNotFoundError) as error:
-        sys.exit(f"adclick serve: {error}")
+    store = _open(args.sink)
     try:
         host, port = sock.getsockname()[:2]
         address = f"[{host}]" if ":" in host else host
-        print(f"adclick serve: {store.kind} store {args.sink}; dashboard at http://{address}:{port}/dashboard/",
-              flush=True)
-        config = uvicorn.Config(create_app(store, args.max_window_minutes), host=host, port=port,
-                                log_level=args.log_level, access_log=args.log_level == "debug")
-        uvicorn.Server(config).run(sockets=[sock])
+        print(f"adclick serve: {store.kind} store {args.sink}; dashboard at http://{address}:{port}/dashboard/"
+              + (" (bearer token required)" if token else ""), flush=True)
+        settings = dict(host=host, port=port, log_level=args.log_level, access_log=args.log_level == "debug")
+        if args.workers == 1:
+            app = create_app(store, limits=limits, token=token)
+            uvicorn.Server(uvicorn.Config(app, **settings)).run(sockets=[sock])
+            return
+        from uvicorn.supervisors import Multiprocess
+        store.close()  # each worker opens its own
+        os.environ[WORKER_ENV] = json.dumps({"sink": args.sink, "limits": dataclasses.asdict(limits),
+                                             "token_file": args.auth_token_file})
+        config = uvicorn.Config("runners.serve:worker_app", factory=True, workers=args.workers, **settings)
+        Multiprocess(config, sockets=[sock]).run()
     finally:
         store.close()

@@ -6,17 +6,22 @@ minute are rounded down to its start (the answer echoes the rounded values). Inp
 be ISO-8601 with a zone. A filter is answered only where the sink aggregated its combination of
 dimensions (`/v1/status` lists them): a count of 0 for a filter never counted would be false.
 An ad_id may hold '/' (sent as %2F). Every error is `{"error": "<one line>"}` with a 4xx status (bad
-parameters: 400; unknown path: 404) or 503 when the store cannot answer.
+parameters: 400; no or a wrong bearer token: 401; unknown path: 404; URL too long: 414) or 503 when the
+store cannot answer or too many requests are in flight.
 """
 
+import dataclasses
+import hmac
 import logging
 import re
 import time
 from pathlib import Path as FilePath
 from typing import Callable, List, Optional
 
+import orjson
 import pycountry
 from fastapi import FastAPI, Path, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, RedirectResponse, Response
@@ -43,13 +48,29 @@ from transforms.validation import COUNTRY_CODES, MAX_CLICK_TS, MAX_ID_LENGTH, MA
 
 LOG = logging.getLogger(__name__)
 STATIC = FilePath(__file__).parent / "static"
-MAX_COUNT = 1000
-DEFAULT_MAX_WINDOW_MINUTES = 60
-MAX_RANGE_MINUTES = 31 * 24 * 60  # aggregated_count: one ad, a month of minutes at most
-MAX_SERIES_MINUTES = 24 * 60  # clicks_per_minute: one point per minute, a day at most
 _EPOCH_MS = re.compile(r"-?[0-9]{1,16}")
 _TIME_HELP = "epoch milliseconds or ISO-8601 with a zone (2026-01-01T00:05:00Z); rounded down to its minute"
 _FILTER_HELP = "one filter, DIMENSION=VALUE[,DIMENSION=VALUE] over country, ip, user_id, e.g. country=US"
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """What one request may ask, and how many may be in flight: each bounds what a request costs (rows read,
+    points drawn, memory) or how long the ones admitted wait. `adclick serve` has an option for each but
+    max_series_minutes (the dashboard's chart span)."""
+    max_count: int = 1000  # popular_ads: ads in one answer
+    max_window_minutes: int = 60  # popular_ads: its cost grows with the window (every ad of every minute)
+    max_range_minutes: int = 31 * 24 * 60  # aggregated_count: one ad, a month of minutes
+    max_series_minutes: int = 24 * 60  # clicks_per_minute: one point per minute, a day
+    max_url_length: int = 4096  # path and query; an ad_id is at most 256 characters, 768 %-encoded
+    max_in_flight: int = 64  # requests being answered; beyond: 503 with Retry-After, never a queue
+
+
+DEFAULT_LIMITS = Limits()
+RETRY_AFTER_SECONDS = 1
+UNGUARDED = ("/healthz",)  # probes: never refused for a token or for being busy
+OPEN = ("/", "/openapi.json")  # no data: a redirect and the schema
+OPEN_PREFIXES = ("/dashboard/", "/dashboard")  # the dashboard's code, no data: its API calls carry the token
 
 
 class _AnyText(Convertor):
@@ -127,7 +148,13 @@ class Health(BaseModel):
 
 ERRORS = {
     400: {"model": ErrorAnswer, "description": "bad parameters"},
-    503: {"model": ErrorAnswer, "description": "the store cannot answer now"},
+    503: {"model": ErrorAnswer, "description": "the store cannot answer now, or too many requests are in flight "
+                                                "(then with Retry-After)"},
+}
+GUARD_ERRORS = {  # what _Guard may answer on every route it guards, before routing
+    "401": "no or a wrong bearer token (adclick serve --auth-token-file)",
+    "414": "the URL is longer than adclick serve --max-url-length",
+    "503": "too many requests in flight (adclick serve --max-in-flight); retry after Retry-After seconds",
 }
 
 
@@ -187,16 +214,74 @@ def _time_query(name: str, meaning: str):
     return Query(None, alias=name, max_length=64, description=f"{meaning}; {_TIME_HELP}")
 
 
+_LIMIT_OPTIONS = {"count": "--max-count", "window": "--max-window-minutes"}
+
+
 def _validation_message(error: RequestValidationError) -> str:
     parts = []
     for detail in error.errors()[:3]:
         location = [str(part) for part in detail.get("loc", ()) if part not in ("query", "path", "body")]
-        parts.append(f"{'.'.join(location) or 'request'}: {detail.get('msg', 'invalid')}")
+        name = ".".join(location) or "request"
+        option = f" (adclick serve {_LIMIT_OPTIONS[name]})" \
+            if detail.get("type") == "less_than_equal" and name in _LIMIT_OPTIONS else ""
+        parts.append(f"{name}: {detail.get('msg', 'invalid')}{option}")
     return "; ".join(parts)
 
 
 def _error(status: int, message: str, headers=None) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def _json(body) -> Response:
+    """An answer serialized by orjson (or bytes already), bypassing the response model's validation: the schema
+    still names the model, and tests check the answers against it."""
+    return Response(body if isinstance(body, bytes) else orjson.dumps(body), media_type="application/json")
+
+
+class _Guard:
+    """ASGI middleware that refuses before routing: a URL over the limit (414), a missing or wrong bearer token
+    on the data routes (401, compared in constant time), and any request beyond `max_in_flight` (503 with
+    Retry-After: a bounded number answered at once, none queued). /healthz passes every check."""
+
+    def __init__(self, app, limits: Limits, token: Optional[str]):
+        self.app = app
+        self._max_url = limits.max_url_length
+        self._max_in_flight = limits.max_in_flight
+        self._token = token.encode() if token is not None else None
+        self._in_flight = 0  # one event loop per worker: no lock needed
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"] in UNGUARDED:
+            return await self.app(scope, receive, send)
+        refusal = self._refusal(scope)
+        if refusal is not None:
+            return await refusal(scope, receive, send)
+        self._in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self._in_flight -= 1
+
+    def _refusal(self, scope) -> Optional[Response]:
+        length = len(scope.get("raw_path") or scope["path"].encode()) + len(scope.get("query_string", b""))
+        if length > self._max_url:
+            return _error(414, f"URL of {length} bytes is longer than {self._max_url} (adclick serve --max-url-length)")
+        path = scope["path"]
+        if self._token is not None and path not in OPEN and not path.startswith(OPEN_PREFIXES) \
+                and not self._authorized(scope):
+            return _error(401, "this API needs the header Authorization: Bearer TOKEN (see adclick serve "
+                               "--auth-token-file)", {"WWW-Authenticate": 'Bearer realm="adclick"'})
+        if self._in_flight >= self._max_in_flight:
+            return _error(503, f"busy: {self._max_in_flight} requests in flight (adclick serve --max-in-flight); "
+                               f"retry after {RETRY_AFTER_SECONDS} s", {"Retry-After": str(RETRY_AFTER_SECONDS)})
+        return None
+
+    def _authorized(self, scope) -> bool:
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                scheme, _, credentials = value.partition(b" ")
+                return scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(), self._token)
+        return False
 
 
 class _RequestMetrics:
@@ -248,22 +333,27 @@ class _StoreFreshness:
         yield gauge
 
 
-def create_app(store: Store, max_window_minutes: int = DEFAULT_MAX_WINDOW_MINUTES,
-               clock: Callable[[], float] = time.time) -> FastAPI:
-    """The API over `store`. `clock` (epoch seconds) decides the last complete minute."""
+def create_app(store: Store, max_window_minutes: Optional[int] = None, clock: Callable[[], float] = time.time,
+               limits: Limits = DEFAULT_LIMITS, token: Optional[str] = None) -> FastAPI:
+    """The API over `store`. `clock` (epoch seconds) decides the last complete minute; `max_window_minutes`, if
+    given, replaces the limits' own; with a `token`, every route but /healthz, the dashboard's files and the schema
+    needs `Authorization: Bearer <token>`."""
+    if max_window_minutes is not None:
+        limits = dataclasses.replace(limits, max_window_minutes=max_window_minutes)
     app = FastAPI(
         title="adclick query API",
         version="1",
         description="Clicks per ad and minute, and the most clicked ads, from the adclick aggregates. " + __doc__,
         docs_url=None, redoc_url=None,  # their pages load scripts from a CDN; the schema is at /openapi.json
     )
+    app.add_middleware(_Guard, limits=limits, token=token)  # inside the metrics' middleware: refusals are counted
     registry = _metrics(app, store)
     app.state.store = store
     _add_error_handlers(app)
     reads = _Reads(store, clock)
-    _add_query_routes(app, reads, max_window_minutes)
-    _add_dashboard_routes(app, reads, max_window_minutes)
-    _add_operation_routes(app, store, registry)
+    _add_query_routes(app, reads, limits)
+    _add_dashboard_routes(app, reads, limits)
+    _add_operation_routes(app, reads, registry)
     app.openapi = lambda: _openapi_with_our_errors(app)
     return app
 
@@ -314,11 +404,19 @@ class _Reads:
     def __init__(self, store: Store, clock: Callable[[], float]):
         self.store = store
         self._clock = clock
+        self._inline = store.reads_inline
+
+    async def run(self, function, *args):
+        """`function(*args)` on the event loop for a store whose reads take microseconds (SQLite's indexed reads:
+        a hop to a thread would cost more than the read), else in the thread pool."""
+        if self._inline:
+            return function(*args)
+        return await run_in_threadpool(function, *args)
 
     def last_complete_minute(self) -> int:
         return minute_start(int(self._clock() * 1000)) - MINUTE_MS
 
-    def time_range(self, from_text: Optional[str], to_text: Optional[str], limit_minutes: int):
+    def time_range(self, from_text: Optional[str], to_text: Optional[str], limit_minutes: int, option: str):
         """[start, end) of minute starts; `to` defaults to the end of the last complete minute, `from` to a minute
         before `to`."""
         end = (minute_start(parse_time(to_text, "to")) if to_text is not None
@@ -327,7 +425,7 @@ class _Reads:
         if start > end:
             raise BadRequest("from must not be after to")
         if end - start > limit_minutes * MINUTE_MS:
-            raise BadRequest(f"from..to spans more than {limit_minutes} minutes")
+            raise BadRequest(f"from..to spans more than {limit_minutes} minutes{option}")
         return start, end
 
     def held_filter(self, filter_text: Optional[str]) -> Optional[str]:
@@ -348,74 +446,93 @@ _FROM = _time_query("from", "first minute; default: `to` - 1 minute")
 _TO = _time_query("to", "end (exclusive); default: the end of the last complete minute")
 
 
-def _add_query_routes(app: FastAPI, reads: _Reads, max_window_minutes: int) -> None:
+def _add_query_routes(app: FastAPI, reads: _Reads, limits: Limits) -> None:
     """SPEC.md's two queries: the most clicked ads, and one ad's clicks over a range."""
     store = reads.store
 
+    def window_of(window: int, filter_text: Optional[str], at: Optional[str]):
+        last = minute_start(parse_time(at, "at")) if at is not None else reads.last_complete_minute()
+        return last - (window - 1) * MINUTE_MS, last + MINUTE_MS, reads.held_filter(filter_text)
+
     @app.get("/v1/ads/popular_ads", response_model=PopularAds, responses=ERRORS, tags=["queries"],
              summary="The most clicked ads over the last `window` minutes up to `at`")
-    def popular_ads(
-            count: int = Query(AggregateConfig.top_n, ge=1, le=MAX_COUNT, description="how many ads"),
-            window: int = Query(1, ge=1, le=max_window_minutes, description="minutes, ending with the minute `at`"),
+    async def popular_ads(
+            count: int = Query(AggregateConfig.top_n, ge=1, le=limits.max_count, description="how many ads"),
+            window: int = Query(1, ge=1, le=limits.max_window_minutes,
+                                description="minutes, ending with the minute `at`"),
             filter_text: Optional[str] = _FILTER,
             at: Optional[str] = _time_query("at", "the window's last minute; default: the last complete minute")):
-        last = minute_start(parse_time(at, "at")) if at is not None else reads.last_complete_minute()
-        start, end = last - (window - 1) * MINUTE_MS, last + MINUTE_MS
-        ranking = store.top_ads(start, end, reads.held_filter(filter_text), count)
-        return {"window_start": start, "window_end": end,
-                "ad_ids": [ad_id for ad_id, _ in ranking], "counts": [clicks for _, clicks in ranking]}
+        start, end, normalized = await reads.run(window_of, window, filter_text, at)
+        ranking = await reads.run(store.stored_top, start, end, normalized, count)
+        if ranking is None:  # every ad of every minute summed: milliseconds or more, never on the event loop
+            ranking = await run_in_threadpool(store.ranked, start, end, normalized, count)
+        return _json({"window_start": start, "window_end": end,
+                      "ad_ids": [ad_id for ad_id, _ in ranking], "counts": [clicks for _, clicks in ranking]})
 
-    @app.get("/v1/ads/{ad_id:any_text}/aggregated_count", response_model=AggregatedCount, responses=ERRORS,
-             tags=["queries"], summary="Clicks of one ad in the minutes [from, to)")
-    def aggregated_count(ad_id: str = _AD_ID, from_text: Optional[str] = _FROM, to_text: Optional[str] = _TO,
-                         filter_text: Optional[str] = _FILTER):
-        start, end = reads.time_range(from_text, to_text, MAX_RANGE_MINUTES)
+    def count_of(ad_id: str, from_text: Optional[str], to_text: Optional[str], filter_text: Optional[str]):
+        start, end = reads.time_range(from_text, to_text, limits.max_range_minutes,
+                                      " (adclick serve --max-range-minutes)")
         normalized = reads.held_filter(filter_text)
         return {"ad_id": ad_id, "from": start, "to": end, "filter": normalized,
                 "count": store.clicks(ad_id, start, end, normalized)}
 
+    @app.get("/v1/ads/{ad_id:any_text}/aggregated_count", response_model=AggregatedCount, responses=ERRORS,
+             tags=["queries"], summary="Clicks of one ad in the minutes [from, to)")
+    async def aggregated_count(ad_id: str = _AD_ID, from_text: Optional[str] = _FROM, to_text: Optional[str] = _TO,
+                               filter_text: Optional[str] = _FILTER):
+        return _json(await reads.run(count_of, ad_id, from_text, to_text, filter_text))
 
-def _add_dashboard_routes(app: FastAPI, reads: _Reads, max_window_minutes: int) -> None:
+
+def _add_dashboard_routes(app: FastAPI, reads: _Reads, limits: Limits) -> None:
     """What the dashboard reads besides the queries: a chart's series, the store's status, the country codes."""
     store = reads.store
 
-    @app.get("/v1/ads/{ad_id:any_text}/clicks_per_minute", response_model=ClicksPerMinute, responses=ERRORS,
-             tags=["dashboard"], summary="Clicks of one ad, minute by minute (for charts)")
-    def clicks_per_minute(ad_id: str = _AD_ID, from_text: Optional[str] = _FROM, to_text: Optional[str] = _TO,
-                          filter_text: Optional[str] = _FILTER):
-        start, end = reads.time_range(from_text, to_text, MAX_SERIES_MINUTES)
+    def series_of(ad_id: str, from_text: Optional[str], to_text: Optional[str], filter_text: Optional[str]):
+        start, end = reads.time_range(from_text, to_text, limits.max_series_minutes, "")
         normalized = reads.held_filter(filter_text)
         counts = store.clicks_per_minute(ad_id, start, end, normalized)
         minutes = list(range(start, end, MINUTE_MS))
         return {"ad_id": ad_id, "from": start, "to": end, "filter": normalized,
                 "minutes": minutes, "counts": [counts.get(minute, 0) for minute in minutes]}
 
-    @app.get("/v1/status", response_model=Status, responses={503: ERRORS[503]}, tags=["dashboard"],
-             summary="The newest minute in the store and the API's limits")
-    def status():
+    @app.get("/v1/ads/{ad_id:any_text}/clicks_per_minute", response_model=ClicksPerMinute, responses=ERRORS,
+             tags=["dashboard"], summary="Clicks of one ad, minute by minute (for charts)")
+    async def clicks_per_minute(ad_id: str = _AD_ID, from_text: Optional[str] = _FROM, to_text: Optional[str] = _TO,
+                                filter_text: Optional[str] = _FILTER):
+        return _json(await reads.run(series_of, ad_id, from_text, to_text, filter_text))
+
+    def status_now():
         held = store.meta()
         return {"store": store.kind, "latest_minute": store.latest_minute(),
-                "last_complete_minute": reads.last_complete_minute(), "max_count": MAX_COUNT,
-                "max_window_minutes": max_window_minutes, "window_seconds": held.window_seconds,
+                "last_complete_minute": reads.last_complete_minute(), "max_count": limits.max_count,
+                "max_window_minutes": limits.max_window_minutes, "window_seconds": held.window_seconds,
                 "filters": sorted(held.filters), "filter_dimensions": held.dimensions}
 
-    countries = sorted(({"code": country.alpha_2, "name": getattr(country, "common_name", country.name)}
-                        for country in pycountry.countries), key=lambda country: country["code"])
+    @app.get("/v1/status", response_model=Status, responses={503: ERRORS[503]}, tags=["dashboard"],
+             summary="The newest minute in the store and the API's limits")
+    async def status():
+        return _json(await reads.run(status_now))
+
+    countries = orjson.dumps({"countries": sorted(
+        ({"code": country.alpha_2, "name": getattr(country, "common_name", country.name)}
+         for country in pycountry.countries), key=lambda country: country["code"])})
 
     @app.get("/v1/countries", response_model=Countries, tags=["dashboard"],
              summary="ISO 3166-1 alpha-2 codes a country filter takes")
-    def country_list():
-        return {"countries": countries}
+    async def country_list():
+        return _json(countries)
 
 
-def _add_operation_routes(app: FastAPI, store: Store, registry: CollectorRegistry) -> None:
+def _add_operation_routes(app: FastAPI, reads: _Reads, registry: CollectorRegistry) -> None:
     """Health, metrics, and the dashboard's static pages (with / sending a browser there)."""
+    store = reads.store
+    healthy = orjson.dumps({"status": "ok", "store": store.kind})
 
     @app.get("/healthz", response_model=Health, responses={503: ERRORS[503]}, tags=["operations"],
              summary="200 when the store answers")
-    def healthz():
-        store.latest_minute()
-        return {"status": "ok", "store": store.kind}
+    async def healthz():
+        await reads.run(store.latest_minute)
+        return _json(healthy)
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics",
              response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
@@ -434,12 +551,14 @@ def _openapi_with_our_errors(app: FastAPI) -> dict:
     """The schema with FastAPI's 422 replaced by the 400 {"error"} this API answers."""
     if app.openapi_schema is None:
         schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-        for operations in schema.get("paths", {}).values():
+        for path, operations in schema.get("paths", {}).items():
             for operation in operations.values():
                 responses = operation.get("responses", {})
+                error = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorAnswer"}}}
                 if responses.pop("422", None) is not None and "400" not in responses:
-                    responses["400"] = {"description": "bad parameters", "content": {"application/json": {
-                        "schema": {"$ref": "#/components/schemas/ErrorAnswer"}}}}
+                    responses["400"] = {"description": "bad parameters", "content": error}
+                for status, meaning in GUARD_ERRORS.items() if path not in UNGUARDED else ():
+                    responses.setdefault(status, {"description": meaning, "content": error})
         for name in ("HTTPValidationError", "ValidationError"):
             schema.get("components", {}).get("schemas", {}).pop(name, None)
         app.openapi_schema = schema

@@ -42,6 +42,7 @@ class Store(abc.ABC):
     """Reads of the aggregates. Filters are normalized filter texts such as `country=US`."""
 
     kind: str
+    reads_inline = False  # True where a read takes microseconds: the API reads on its event loop, not in threads
     _meta: Optional[Tuple[float, SinkMeta]] = None  # (when read, what the sink holds)
     _inferred: Optional[SinkMeta] = None
 
@@ -108,16 +109,21 @@ class Store(abc.ABC):
         """The top `count` ads summed over [start, end): reads every ad of every minute."""
         return rank(self.clicks_by_ad(start, end, filter_text), count)
 
-    def top_ads(self, start: int, end: int, filter_text: Optional[str], count: int) -> Ranking:
-        """The top `count` ads over [start, end): a ranking the pipeline stored for exactly these
-        minutes where there is one with enough ads (a sink of one-minute windows), else the sum of the
-        per-window rows."""
+    def stored_top(self, start: int, end: int, filter_text: Optional[str], count: int) -> Optional[Ranking]:
+        """The top `count` ads over [start, end) from a ranking the pipeline stored for exactly these minutes,
+        where there is one with enough ads (a sink of one-minute windows); else None: `ranked` must sum."""
         if filter_text is None and self.meta().window_seconds in (None, MINUTE_MS // 1000):
             minutes = (end - start) // MINUTE_MS
             stored = self.top_of_minute(start) if minutes == 1 else self.top_of_window(end, minutes)
             if stored is not None and len(stored) >= count:
                 return stored[:count]
-        return self.ranked(start, end, filter_text, count)
+        return None
+
+    def top_ads(self, start: int, end: int, filter_text: Optional[str], count: int) -> Ranking:
+        """The top `count` ads over [start, end): the stored ranking if there is one, else the sum of the
+        per-window rows."""
+        stored = self.stored_top(start, end, filter_text, count)
+        return stored if stored is not None else self.ranked(start, end, filter_text, count)
 
 
 class SqliteStore(Store):
@@ -125,6 +131,7 @@ class SqliteStore(Store):
     the database, its schema or its settings. `open_store` checks the database first."""
 
     kind = "sqlite"
+    reads_inline = True  # indexed reads of a local file; the API sends the sums of `ranked` to a thread
 
     def __init__(self, path: str):
         self._path = path

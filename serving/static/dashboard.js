@@ -97,12 +97,34 @@ function readControls() {
   state.refresh = parseInt($("refresh").value, 10) || 0;
 }
 
+// The bearer token (adclick serve --auth-token-file) from the URL's fragment, #token=..., which no request sends:
+// kept in sessionStorage (this tab only) and taken off the address bar at once.
+const TOKEN_KEY = "adclick-token";
+const tokenInFragment = new URLSearchParams(location.hash.slice(1)).get("token");
+if (tokenInFragment) {
+  sessionStorage.setItem(TOKEN_KEY, tokenInFragment);
+  history.replaceState(null, "", location.pathname + location.search);
+}
+
+function withToken(token) {
+  return token ? { headers: { Authorization: `Bearer ${token}` } } : {};
+}
+
 async function api(path, params) {
   const url = new URL(path, location.origin);
   for (const [name, value] of Object.entries(params || {})) {
     if (value !== null && value !== undefined && value !== "") url.searchParams.set(name, value);
   }
-  const response = await fetch(url);
+  let used = sessionStorage.getItem(TOKEN_KEY);
+  let response = await fetch(url, withToken(used));
+  if (response.status === 401) {  // adclick serve --auth-token-file: ask once, keep it for this tab only
+    if (sessionStorage.getItem(TOKEN_KEY) === used) {
+      const typed = (window.prompt("This adclick API needs its bearer token:") || "").trim();
+      if (typed) sessionStorage.setItem(TOKEN_KEY, typed);
+    }
+    used = sessionStorage.getItem(TOKEN_KEY);
+    if (used) response = await fetch(url, withToken(used));
+  }
   let body = {};
   try { body = await response.json(); } catch (ignored) { /* not JSON: the status says enough */ }
   if (!response.ok) throw new Error(body.error || `${response.status} ${response.statusText}`);
