@@ -22,7 +22,8 @@ setup(
     extras_require={
         "gcp": ["apache-beam[gcp]==2.77.0", "google-cloud-bigtable==2.50.2"],
         "kafka": ["confluent-kafka==2.16.1"],
-        "serve": ["fastapi==0.163.2", "uvicorn==0.54.0", "prometheus-client==0.26.0"],
+        "serve": ["fastapi==0.163.2", "uvicorn==0.54.0", "uvloop==0.23.0", "httptools==0.9.0",
+                  "prometheus-client==0.26.0"],
         "dev": [
             "pytest==9.2.0", "pytest-timeout==2.4.0", "hypothesis==6.170.17", "schemathesis==4.32.5",
             "playwright==1.65.2", "httpx==0.28.1", "duckdb==2.0.0", "psutil==7.2.2", "pyinstrument==5.1.3",
