@@ -11,6 +11,7 @@ COMMANDS = {
     "serve": ("runners.serve", "serve the query API and the dashboard over a sink (SQLite or Bigtable)"),
     "bigtable": ("runners.bigtable", "create-table: set up the Bigtable sink's table and column families"),
     "pubsub": ("runners.pubsub_admin", "create: set up a Pub/Sub topic and its subscription for a stream"),
+    "recover": ("runners.recover", "seek a killed Pub/Sub stream's subscription back to its open windows, restart it"),
     "reconcile": ("runners.reconcile", "recompute a time range from raw logs, compare the sink's tables, restate"),
     "top": ("runners.report", "print the top ads of the busiest minute in a SQLite sink"),
     "bench": ("benchmarks.replay", "time the replay against DuckDB on the same generated log"),

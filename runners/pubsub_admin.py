@@ -2,7 +2,9 @@
 
 The stream reads a subscription and `generate --to` publishes to its topic; both
 must exist before either starts (they check). Existing ones are left as they are,
-so the command can run before every stream.
+so the command can run before every stream. A new subscription retains acknowledged
+messages (for the retention period, 7 days by default), so that `adclick recover` can
+seek it back after a stream that acknowledged at pull was killed.
 """
 
 import argparse
@@ -39,12 +41,18 @@ def create(topic: str, subscription: str) -> list:
             pass
     with pubsub_v1.SubscriberClient() as subscriber:
         try:
-            subscriber.create_subscription(name=subscription, topic=topic, ack_deadline_seconds=ACK_DEADLINE_SECONDS)
-            created.append(f"subscription {subscription}")
+            subscriber.create_subscription(request={
+                "name": subscription, "topic": topic, "ack_deadline_seconds": ACK_DEADLINE_SECONDS,
+                "retain_acked_messages": True})
+            created.append(f"subscription {subscription} (acknowledged messages retained, for adclick recover)")
         except exceptions.AlreadyExists:
-            existing = subscriber.get_subscription(subscription=subscription).topic
-            if existing != topic:
-                raise ValueError(f"subscription {subscription} exists and reads {existing}, not {topic}") from None
+            existing = subscriber.get_subscription(subscription=subscription)
+            if existing.topic != topic:
+                raise ValueError(
+                    f"subscription {subscription} exists and reads {existing.topic}, not {topic}") from None
+            if not existing.retain_acked_messages:
+                print(f"WARNING: subscription {subscription} retains no acknowledged messages: adclick recover cannot "
+                      "seek it back (gcloud pubsub subscriptions update ... --retain-acked-messages)", file=sys.stderr)
     return created
 
 
