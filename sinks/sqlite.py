@@ -6,10 +6,11 @@ never incremented: writing the same results twice leaves the tables unchanged.
 
 import contextlib
 import os
+import re
 import signal
 import sqlite3
 from pathlib import Path
-from typing import Set
+from typing import Optional, Set
 
 import apache_beam as beam
 import pyarrow as pa
@@ -129,12 +130,14 @@ class _UpsertFn(beam.DoFn):
     upserts them in one transaction when the bundle ends. Staging a replay, it outputs
     the bundle's row count when done, so that the swap waits for every write."""
 
-    def __init__(self, path: str, table: str, staging: bool = False):
-        self._path = path
+    def __init__(self, path: str, table: str, sink_path: Optional[str] = None):
+        self._path = path  # the sink's, or a replay's staging database (then sink_path is the sink's)
         self._table = table
-        self._staging = staging
+        self._staging, self._sink_path = sink_path is not None, sink_path
 
     def setup(self):
+        if self._staging:  # before this replay stages anything: free the space killed replays' staging holds
+            remove_stale_staging(self._sink_path)
         self._connection = connect(self._path)
         if self._staging:  # a staging database is thrown away if the run fails: no need to sync it
             self._connection.execute("PRAGMA synchronous=OFF")
@@ -226,6 +229,50 @@ def swap_in(path: str, staging_path: str) -> Restatement:
     return restatement
 
 
+STAGING = "staging"
+
+
+def staging_path_for(path: str) -> str:
+    """`.NAME.staging-PID-RANDOM` beside the sink: the PID is the launcher's, which lives as long as the replay."""
+    return temporary_path_next_to(path, f"{STAGING}-{os.getpid()}")
+
+
+def _staging_pattern(path: str) -> "re.Pattern":
+    name = re.escape(os.path.basename(os.path.abspath(path)))
+    return re.compile(rf"\.{name}\.{STAGING}-(\d+)-[0-9a-f]{{32}}(?:-wal|-shm|-journal)?")
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_staging(path: str) -> list:
+    """Removes the staging databases a replay killed before its clean-up (SIGKILL, a crash, a power cut) left
+    beside the sink at `path`: those whose launcher's PID no longer runs on this machine. Never one of a
+    running replay, so two replays into the same sink leave each other alone; a PID reused since is left
+    for a later run. Returns the files removed. The sink itself was never touched by them: a replay writes
+    it only in `swap_in`'s one transaction."""
+    directory = os.path.dirname(os.path.abspath(path))
+    pattern, removed = _staging_pattern(path), []
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return removed
+    for name in sorted(names):
+        match = pattern.fullmatch(name)
+        if match and not _running(int(match.group(1))):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(directory, name))
+                removed.append(name)
+    return removed
+
+
 def remove_database(path: str) -> None:
     """Removes a database file and its WAL and journal files, wherever they exist."""
     for name in (path, f"{path}-wal", f"{path}-shm", f"{path}-journal"):
@@ -264,7 +311,8 @@ class WriteToSqlite(beam.PTransform):
 
     A stream upserts each pane as it fires. A replay (bounded input) writes into a staging database
     next to the sink and swaps it in at the end, in one transaction (`swap_in`); an interrupted
-    replay leaves the sink as it was (`discard` removes the staging database). Building it touches
+    replay leaves the sink as it was (`discard` removes the staging database; one killed before it could
+    is removed by the next replay into the sink, `remove_stale_staging`). Building it touches
     nothing: the launcher checks the database first (`sinks.meta.check_sink`), the DoFns connect in
     `setup()`.
     """
@@ -272,13 +320,14 @@ class WriteToSqlite(beam.PTransform):
     def __init__(self, path: str):
         super().__init__()
         self._path = path
-        self._staging_path = temporary_path_next_to(path, "staging")
+        self._staging_path = staging_path_for(path)
 
     def expand(self, aggregates: Aggregates):
         if not aggregates.per_ad.is_bounded:
             return {table: rows | f"Upsert{Aggregates.label(table)}" >> beam.ParDo(_UpsertFn(self._path, table))
                     for table, rows in aggregates.made()}
-        staged = [rows | f"Upsert{Aggregates.label(table)}" >> beam.ParDo(_UpsertFn(self._staging_path, table, True))
+        staged = [rows | f"Upsert{Aggregates.label(table)}"
+                  >> beam.ParDo(_UpsertFn(self._staging_path, table, sink_path=self._path))
                   for table, rows in aggregates.made()]
         return (staged
                 | "AllStaged" >> beam.Flatten()
