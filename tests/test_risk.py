@@ -120,6 +120,22 @@ def test_a_replay_flags_exactly_the_clicks_the_rules_name():
                     label="Flagged")
 
 
+@pytest.mark.usefixtures("beam_fixes")
+def test_block_lists_alone_need_no_shuffle_and_flag_the_same_in_a_replay_and_a_stream():
+    clicks = abusive_clicks(T0)
+    lists = RiskConfig((), RULES.blocked_networks, RULES.blocked_users)
+    truth = truth_of(clicks, lists)
+    assert set(truth.values()) == {"blocked_ip", "blocked_user"}
+    with beam.Pipeline() as pipeline:
+        judged = (pipeline | beam.Create([pa.Table.from_pylist(clicks, schema=CLICK_SCHEMA)])
+                  | RiskFilter(lists, 600))
+        assert_that(judged[FLAGGED] | beam.Map(lambda f: (f.event_id, f.rule)), equal_to(sorted(truth.items())))
+    pipeline = beam.Pipeline(options=streaming_options())
+    judged = pipeline | disordered_stream(clicks, 5_000) | RiskFilter(lists, 0)
+    assert_that(judged[FLAGGED] | beam.Map(lambda f: (f.event_id, f.rule)), equal_to(sorted(truth.items())))
+    pipeline.run().wait_until_finish()
+
+
 def test_a_flagged_click_says_which_rule_and_why():
     clicks = abusive_clicks(T0)
     with beam.Pipeline() as pipeline:

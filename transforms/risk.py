@@ -398,17 +398,23 @@ class _ShardByAdMinute(beam.DoFn):
             yield shard, pack(clicks.take(np.flatnonzero(shard_of_row == shard)))
 
 
-def ranks_in_groups(group_keys, order_keys) -> np.ndarray:
-    """Each row's 0-based place in its group (rows equal in `group_keys`), ordered by `order_keys`
-    (numpy arrays, most significant first)."""
-    order = np.lexsort(tuple(reversed(list(group_keys) + list(order_keys))))
+def dense_codes(*keys: np.ndarray) -> np.ndarray:
+    """One code per distinct combination of the keys (integer arrays, each >= 0), 0..distinct-1."""
+    code = np.zeros(len(keys[0]), dtype=np.int64)
+    for key in keys:
+        if len(key):  # both below the row count, so the product cannot overflow
+            code = np.unique(code * (int(key.max()) + 1) + key, return_inverse=True)[1].reshape(-1)
+    return code
+
+
+def ranks_in_groups(groups: np.ndarray, order_keys) -> np.ndarray:
+    """Each row's 0-based place among the rows of its group, ordered by `order_keys` (numpy arrays,
+    most significant first)."""
+    order = np.lexsort(tuple(reversed((groups,) + tuple(order_keys))))
     count = len(order)
-    starts = np.zeros(count, dtype=bool)
-    if count:
-        starts[0] = True
-        for key in group_keys:
-            ordered = key[order]
-            starts[1:] |= ordered[1:] != ordered[:-1]
+    starts = np.ones(count, dtype=bool)
+    ordered = groups[order]
+    starts[1:] = ordered[1:] != ordered[:-1]
     positions = np.arange(count)
     ranks = np.empty(count, dtype=np.int64)
     ranks[order] = positions - np.maximum.accumulate(np.where(starts, positions, 0))
@@ -417,7 +423,7 @@ def ranks_in_groups(group_keys, order_keys) -> np.ndarray:
 
 class _JudgeShardFn(beam.DoFn):
     """All clicks of a shard's (ad, minute) groups -> the ones no rate rule flags (main), and a FlaggedClick
-    per other one (`flagged`)."""
+    per other one (`flagged`). Only the rows of groups larger than a rule's K are ranked."""
 
     def __init__(self, config: RiskConfig):
         self._config = config
@@ -428,26 +434,36 @@ class _JudgeShardFn(beam.DoFn):
     def process(self, shard_and_parts):
         _, parts = shard_and_parts
         clicks = pa.concat_tables(map(unpack, parts)).combine_chunks()
-        minutes, ads = _minutes(clicks), _codes(clicks["ad_id"])
-        # Event-time order: click_ts, then event_id (its place in a sort of the shard's ids).
-        id_order = np.empty(len(clicks), dtype=np.int64)
-        id_order[pc.sort_indices(clicks["event_id"]).to_numpy()] = np.arange(len(clicks))
-        order_keys = (clicks["click_ts"].to_numpy(), id_order)
+        click_ts = clicks["click_ts"].to_numpy()
+        minutes = np.unique(click_ts // MINUTE_MS, return_inverse=True)[1].reshape(-1)
+        ads_in_minutes = dense_codes(_codes(clicks["ad_id"]), minutes)
         rule_of = np.full(len(clicks), -1)
         rank_of = np.zeros(len(clicks), dtype=np.int64)
         for index, rule in enumerate(self._config.rates):
             values = _codes(clicks[rule.field])
-            ranks = ranks_in_groups((values, ads, minutes), order_keys)
-            hit = (ranks >= rule.max_clicks) & (values >= 0) & (rule_of < 0)
-            rule_of[hit], rank_of[hit] = index, ranks[hit]
-        kept = rule_of < 0
-        yield clicks.filter(kept) if not kept.all() else clicks
-        for row_index in np.flatnonzero(~kept).tolist():
-            rule = self._config.rates[rule_of[row_index]]
-            row = {name: clicks[name][row_index].as_py() for name in clicks.column_names}
-            self._counts.add(rule.name)
-            detail = rate_detail(rule, row[rule.field], row["ad_id"], row["click_ts"], int(rank_of[row_index]))
+            groups = dense_codes(values + 1, ads_in_minutes)
+            rows = np.flatnonzero((np.bincount(groups)[groups] > rule.max_clicks) & (values >= 0))
+            if not len(rows):
+                continue
+            # Event-time order within a group: click_ts, then event_id (its place in a sort of these rows' ids).
+            id_order = np.empty(len(rows), dtype=np.int64)
+            id_order[pc.sort_indices(clicks["event_id"].take(rows)).to_numpy()] = np.arange(len(rows))
+            ranks = ranks_in_groups(groups[rows], (click_ts[rows], id_order))
+            hit = (ranks >= rule.max_clicks) & (rule_of[rows] < 0)
+            rule_of[rows[hit]], rank_of[rows[hit]] = index, ranks[hit]
+        flagged_rows = np.flatnonzero(rule_of >= 0)
+        if not len(flagged_rows):
+            yield clicks
+            return
+        yield clicks.filter(rule_of < 0)
+        rules = self._config.rates
+        for row, rule_index, rank in zip(clicks.take(flagged_rows).to_pylist(), rule_of[flagged_rows].tolist(),
+                                         rank_of[flagged_rows].tolist()):
+            rule = rules[rule_index]
+            detail = rate_detail(rule, row[rule.field], row["ad_id"], row["click_ts"], rank)
             yield beam.pvalue.TaggedOutput(FLAGGED, flagged(rule.name, detail, row))
+        for rule_index, count in zip(*np.unique(rule_of[flagged_rows], return_counts=True)):
+            self._counts.add(rules[rule_index].name, int(count))
 
 
 class RiskFilter(beam.PTransform):
