@@ -61,6 +61,9 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--dead-letter-every-seconds", type=cli_options.at_least(1),
                         default=DEAD_LETTER_EVERY_SECONDS,
                         help="processing time between dead-letter files (default: %(default)s)")
+    parser.add_argument("--flagged-dir", metavar="DIR",
+                        help="with --risk-rules: directory of JSON-lines files of the flagged clicks, each with its "
+                             "rule, written like the dead letters (default: flagged, next to --dead-letter-dir)")
     parser.add_argument("--runner", choices=sorted(RUNNERS), default="direct", help="(default: %(default)s)")
     parser.add_argument("--summary", metavar="PATH",
                         help="write the run summary as JSON here (DirectRunner: every few seconds and at the end)")
@@ -94,9 +97,13 @@ def stream_config(args) -> PipelineConfig:
     if args.runner in ("direct", "prism") and config.aggregates.hot_key_fanout > 1:
         # The Python DirectRunner and Prism lose late data behind the fanout (docs/runners.md).
         config = dataclasses.replace(config, aggregates=dataclasses.replace(config.aggregates, hot_key_fanout=1))
+    # The DirectRunner's Pub/Sub watermark is the wall clock: a window closed before the launch stays closed,
+    # so a restarted stream (adclick recover) never rewrites one with the redelivered late clicks of its first pulls.
+    wall_clock = args.runner == "direct" and args.source.startswith("pubsub://")
     return dataclasses.replace(
         config, dedup_ttl_seconds=args.dedup_ttl_seconds,
-        stream=StreamConfig(args.dedup_bucket_seconds, args.dedup_shards, args.lateness_shards))
+        stream=StreamConfig(args.dedup_bucket_seconds, args.dedup_shards, args.lateness_shards,
+                            closed_before_ms=int(time.time() * 1000) if wall_clock else None))
 
 
 def pipeline_options(args, beam_args) -> PipelineOptions:
@@ -132,6 +139,13 @@ def check(args, options: PipelineOptions, config: PipelineConfig) -> list:
         elif not gcp.temp_location.startswith("gs://"):
             errors.append("--temp_location must be a gs:// path on Dataflow")
     window = config.window
+    if args.flagged_dir and not config.risk:
+        errors.append("--flagged-dir is the risk filter's output: give --risk-rules FILE too")
+    if config.risk and config.risk.rates and (
+            window.size_seconds + window.allowed_lateness_seconds + LATENESS_GRACE_SECONDS < 60):
+        errors.append(f"rate rules release a minute's clicks at its end: {window.size_seconds}-second windows "
+                      f"need --allowed-lateness-seconds {60 - window.size_seconds - LATENESS_GRACE_SECONDS} "
+                      "or more to take them")
     if config.dedup_ttl_seconds < window.size_seconds + window.allowed_lateness_seconds + LATENESS_GRACE_SECONDS:
         logging.warning("dedup TTL %d s is shorter than a window plus its allowed lateness: a late resend can "
                         "count twice (docs/streaming.md)", config.dedup_ttl_seconds)
@@ -162,8 +176,16 @@ def build(args, beam_args):
     pipeline = build_pipeline(
         beam.Pipeline(options=options), source=source, sink=sink,
         dead_letter_sink=WriteDeadLetterFiles(args.dead_letter_dir, args.dead_letter_every_seconds),
-        config=config, archive=archive)
+        config=config, archive=archive, flagged_sink=flagged_sink(args, config))
     return pipeline, config
+
+
+def flagged_sink(args, config: PipelineConfig):
+    """The flagged clicks' files, with risk rules: in --flagged-dir, else `flagged` beside the dead letters."""
+    if not config.risk:
+        return None
+    directory = args.flagged_dir or os.path.join(os.path.dirname(os.path.normpath(args.dead_letter_dir)), "flagged")
+    return WriteDeadLetterFiles(directory, args.dead_letter_every_seconds, prefix="flagged")
 
 
 def _write(summary: dict, path) -> None:

@@ -299,3 +299,23 @@ def test_adclick_replay_with_rules_bills_the_rest_and_writes_the_flagged_with_th
     assert sink_per_ad(tmp_path) == collections.Counter((c["ad_id"], c["click_ts"] // MINUTE * MINUTE)
                                                         for c in clicks)
     assert not (tmp_path / "out" / "flagged.jsonl").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--flagged-dir", "x"], "--flagged-dir is the risk filter's output: give --risk-rules FILE too"),
+    (["--risk-rules", "rules.json", "--window-seconds", "30", "--allowed-lateness-seconds", "0"],
+     "30-second windows need --allowed-lateness-seconds 20 or more"),
+])
+def test_a_stream_refuses_risk_options_it_cannot_honour_in_one_line(tmp_path, args, message):
+    (tmp_path / "rules.json").write_text('{"rate": [{"by": "user", "max_clicks": 3}]}')
+    done = subprocess.run([ADCLICK, "stream", "--source", "pubsub://projects/p/subscriptions/s", *args],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_replay_refuses_flagged_without_rules(tmp_path):
+    (tmp_path / "log.jsonl").write_text("")
+    done = subprocess.run([ADCLICK, "replay", "--input", "log.jsonl", "--flagged", "f.jsonl"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and done.stderr.strip() == (
+        "adclick replay: --flagged is the risk filter's output: give --risk-rules FILE too")
