@@ -10,11 +10,13 @@ parameters: 400; no or a wrong bearer token: 401; unknown path: 404; URL too lon
 store cannot answer or too many requests are in flight.
 """
 
+import asyncio
 import dataclasses
 import hmac
 import logging
 import re
 import time
+from collections import OrderedDict
 from pathlib import Path as FilePath
 from typing import Callable, List, Optional
 
@@ -68,6 +70,7 @@ class Limits:
 
 DEFAULT_LIMITS = Limits()
 RETRY_AFTER_SECONDS = 1
+RANKED_CACHE_SIZE = 256  # popular_ads sums kept per data version (each at most max_count ads)
 UNGUARDED = ("/healthz",)  # probes: never refused for a token or for being busy
 OPEN = ("/", "/openapi.json")  # no data: a redirect and the schema
 OPEN_PREFIXES = ("/dashboard/", "/dashboard")  # the dashboard's code, no data: its API calls carry the token
@@ -405,6 +408,35 @@ class _Reads:
         self.store = store
         self._clock = clock
         self._inline = store.reads_inline
+        self._version = None  # the store's data_version the sums below were read at
+        self._sums: "OrderedDict[tuple, asyncio.Future]" = OrderedDict()
+
+    async def ranked(self, start: int, end: int, filter_text: Optional[str], count: int):
+        """store.ranked (every ad of every minute summed: milliseconds or more) in the thread pool, once per data
+        version for every request that asks for the same sums meanwhile: a commit to the store, a replay's or a
+        stream's, changes the version and empties the cache, so no answer is older than its request's arrival.
+        A store without a version (Bigtable) sums for every request."""
+        version = self.store.data_version() if self._inline else None
+        if version is None:
+            return await run_in_threadpool(self.store.ranked, start, end, filter_text, count)
+        if version != self._version:
+            self._version = version
+            self._sums.clear()
+        key = (start, end, filter_text, count)
+        summing = self._sums.get(key)
+        if summing is None:
+            summing = asyncio.ensure_future(run_in_threadpool(self.store.ranked, start, end, filter_text, count))
+            self._sums[key] = summing
+            if len(self._sums) > RANKED_CACHE_SIZE:
+                self._sums.popitem(last=False)
+        else:
+            self._sums.move_to_end(key)
+        try:
+            return await asyncio.shield(summing)  # a request that goes away leaves the sum to the others
+        except Exception:
+            if self._sums.get(key) is summing:
+                del self._sums[key]  # a failure (503) is not kept: the next request reads again
+            raise
 
     async def run(self, function, *args):
         """`function(*args)` on the event loop for a store whose reads take microseconds (SQLite's indexed reads:
@@ -464,8 +496,8 @@ def _add_query_routes(app: FastAPI, reads: _Reads, limits: Limits) -> None:
             at: Optional[str] = _time_query("at", "the window's last minute; default: the last complete minute")):
         start, end, normalized = await reads.run(window_of, window, filter_text, at)
         ranking = await reads.run(store.stored_top, start, end, normalized, count)
-        if ranking is None:  # every ad of every minute summed: milliseconds or more, never on the event loop
-            ranking = await run_in_threadpool(store.ranked, start, end, normalized, count)
+        if ranking is None:
+            ranking = await reads.ranked(start, end, normalized, count)
         return _json({"window_start": start, "window_end": end,
                       "ad_ids": [ad_id for ad_id, _ in ranking], "counts": [clicks for _, clicks in ranking]})
 

@@ -75,6 +75,11 @@ class Store(abc.ABC):
     def inferred_meta(self) -> SinkMeta:
         """What a sink that recorded nothing holds, from its rows (a scan)."""
 
+    def data_version(self) -> Optional[int]:
+        """A number that changes whenever another connection commits to the store, read on the calling thread
+        (SQLite's PRAGMA data_version, comparable only on one thread); None where the store has none."""
+        return None
+
     def close(self) -> None:  # noqa: B027 (not abstract: a store that holds no connection has nothing to do)
         """Releases connections."""
 
@@ -194,6 +199,9 @@ class SqliteStore(Store):
 
     def latest_window(self):
         return self._query("SELECT MAX(window_start) FROM top_ads", ())[0][0]
+
+    def data_version(self):
+        return self._query("PRAGMA data_version", ())[0][0]
 
     def recorded_meta(self):
         with self._unavailable_on_error():

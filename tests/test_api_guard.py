@@ -11,7 +11,8 @@ from serving.api import Limits, create_app
 from serving.store import open_store
 from tests.serving_cases import MINUTE, T0, expected_clicks
 
-pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+pytestmark = [pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`"),
+              pytest.mark.parametrize("loaded_sink", ["sqlite"], indirect=True)]  # the guard is the same on every store
 TOKEN = secrets.token_urlsafe(24)
 NOW = (T0 + 10 * MINUTE) / 1000
 LIMITS = Limits(max_count=7, max_window_minutes=3, max_range_minutes=5, max_url_length=300, max_in_flight=3)
@@ -19,8 +20,6 @@ LIMITS = Limits(max_count=7, max_window_minutes=3, max_range_minutes=5, max_url_
 
 @pytest.fixture(scope="module")
 def store(loaded_sink):
-    if not loaded_sink.startswith("sqlite"):
-        pytest.skip("the guard is the same over every store: SQLite's is enough")
     opened = open_store(loaded_sink)
     yield opened
     opened.close()

@@ -80,9 +80,8 @@ def test_a_limit_below_one_is_one_line(db, option, value):
     assert refusal("--sink", db, option, value) == f"adclick serve: {option} must be at least 1, got {value}"
 
 
+@pytest.mark.parametrize("loaded_sink", ["sqlite"], indirect=True)  # binding and the token do not depend on the store
 def test_with_a_token_it_binds_every_address_and_answers_only_with_the_token(loaded_sink, tmp_path):
-    if not loaded_sink.startswith("sqlite"):
-        pytest.skip("binding and the token do not depend on the store")
     token = secrets.token_urlsafe(32)
     path = token_file(tmp_path, token + "\n")
     with api_server(loaded_sink, tmp_path / "serve.log", "--host", "0.0.0.0", "--auth-token-file", path) as (base,
