@@ -130,15 +130,27 @@ def serve(url: str, minutes: int, extra=()):
     return process, found.group(1).decode(), int(found.group(2))
 
 
+def _wait_healthy(url: str, seconds: float = 120) -> None:
+    """Until /healthz answers 200: workers of --workers N start after the socket listens (each imports Beam)."""
+    import httpx
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if httpx.get(url, timeout=5).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            sys.exit(f"adclick bench-api: adclick serve did not answer {url} within {seconds:.0f} s")
+        time.sleep(0.1)
+
+
 def time_queries(url: str, ads: int, minutes: int, requests: int, clients: int = CLIENTS, serve_args=()) -> dict:
     """Throughput and latency of each kind of query through a real `adclick serve` process."""
-    import httpx
     process, host, port = serve(url, minutes, serve_args)
     results = {}
     try:
-        deadline = time.monotonic() + 30
-        while httpx.get(f"http://{host}:{port}/healthz").status_code != 200 and time.monotonic() < deadline:
-            time.sleep(0.1)
+        _wait_healthy(f"http://{host}:{port}/healthz")
         for name, make in queries(ads, minutes).items():
             count = requests if "sums" not in name else max(clients, requests // 20)
             load(host, port, [make(i) for i in range(min(count, 200))], clients)  # warm: connections, caches
