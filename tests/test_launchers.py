@@ -255,6 +255,8 @@ def test_the_dataflow_job_graph_is_the_dags_with_stable_step_names(pubsub_topic,
     assert options["streaming"] is True and options["setup_file"] == str(ROOT / "setup.py")
 
     (environment,) = proto.components.environments.values()
+    image = beam_runner_api_pb2.DockerPayload.FromString(environment.payload).container_image
+    assert image.endswith("/beam_python3.11_sdk:2.77.0")  # Dataflow's image of this Beam and Python
     staged = {}
     for dependency in environment.dependencies:
         role = beam_runner_api_pb2.ArtifactStagingToRolePayload.FromString(dependency.role_payload)
@@ -322,3 +324,22 @@ def test_the_dataflow_commands_name_this_kits_files():
                 pairs = pairs[3:].split("~") if pairs.startswith("^~^") else pairs.split(",")
                 given |= {pair.split("=", 1)[0] for pair in pairs}
         assert template.COMMAND in given and given <= names, given - names
+
+
+@pytest.mark.kafka
+@pytest.mark.bigtable
+@pytest.mark.slow
+def test_a_kafka_stream_translates_for_dataflow_with_beams_java_read(kafka_topic, bigtable_url):
+    """From Kafka the same steps, ReadRaw holding the Java KafkaIO read that the expansion service (the local
+    JVM of runners/expansion.py, as `--kafka-expansion-service` names one on a cluster) expands, in a Java
+    environment of its own beside the Python one."""
+    from runners import expansion
+    argv = ["--source", kafka_topic, "--sink", bigtable_url, "--kafka-expansion-service", expansion.address(),
+            "--dedup-shards", "1024"] + DATAFLOW
+    proto = dataflow_job(argv).proto_pipeline
+    assert top_level_names(proto) == DAG_STEPS - {"ArchiveRaw"}  # no --archive
+    names = all_names(proto)
+    assert "ReadRaw/ReadFromKafka/KafkaIO.Read" in names and "Parse" in names
+    images = sorted(beam_runner_api_pb2.DockerPayload.FromString(environment.payload).container_image
+                    for environment in proto.components.environments.values())
+    assert [image.rsplit("/", 1)[-1].split(":")[0] for image in images] == ["beam_java17_sdk", "beam_python3.11_sdk"]
