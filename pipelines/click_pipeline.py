@@ -44,7 +44,7 @@ def build_pipeline(
         timely[VALID]
         | "StampEventTime" >> StampEventTime()
         | "CheckLateness" >> SetAsideTooLate(
-            window.size_seconds, window.allowed_lateness_seconds, stream.lateness_shards))
+            window.size_seconds, window.allowed_lateness_seconds, stream.lateness_shards, stream.closed_before_ms))
     # A replay's dedup keeps the columns the steps after it read: every one for the risk filter's output.
     columns = None if config.risk else (
         ("click_ts", "receive_ts", "ad_id") + tuple(sorted(set(sum(aggregates.filter_dimensions, ())))))

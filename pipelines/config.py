@@ -30,6 +30,10 @@ class StreamConfig:
     dedup_shards_per_bucket: int = 64
     lateness_shards: int = 8
     dedup_per_key: bool = False  # Beam's DeduplicatePerKey instead, for comparison
+    # Windows that closed before this time (epoch ms) are closed from the start. The DirectRunner's Pub/Sub
+    # watermark is the wall clock, but a stream's first bundles are judged before any timer tells it so: a
+    # stream started again would reopen a closed window with the few late clicks they hold. None: no such time.
+    closed_before_ms: Optional[int] = None
 
 
 RATE_DIMENSIONS = {"user": "user_id", "ip": "ip"}  # a rate rule's `by`: the click field it counts by

@@ -17,16 +17,23 @@ import sys
 import time
 from pathlib import Path
 
+import apache_beam as beam
 import orjson
 import pyarrow.parquet as pq
 import pytest
+from apache_beam.testing.test_stream import TestStream
+from apache_beam.testing.util import assert_that, equal_to
 
 from loadgen.generator import GeneratorConfig
 from loadgen.publish import PubSubPublisher, emissions_around_now, publish
-from runners import pubsub_admin, recover
+from runners import pubsub_admin, reconcile, recover
 from tests.pubsub_cases import wait_for
 from tests.servers.pubsub import PROJECT
+from tests.stream_cases import at, raw, streaming_options
 from tests.stream_truth import expected_tables, sink_tables
+from transforms.lateness import SetAsideTooLate
+from transforms.parse import VALID, ParseClicks
+from transforms.set_aside import TOO_LATE
 
 pytestmark = [pytest.mark.faults, pytest.mark.pubsub, pytest.mark.slow]
 AHEAD_MS = 180_000
@@ -34,16 +41,18 @@ NEVER_SECONDS = 600  # a file pane period no test lasts: only a drain writes the
 READ_SECONDS = 120
 DRAIN_SECONDS = 60
 ROOT = Path(__file__).resolve().parent.parent
+MINUTE = 60_000
+PER_MINUTE = ("clicks_per_minute", "clicks_per_minute_by_filter", "top_ads")
 
 
-def launch(command: str, subscription: str, tmp_path: Path, run: str) -> subprocess.Popen:
+def launch(command: str, subscription: str, tmp_path: Path, run: str, *options: str) -> subprocess.Popen:
     with open(tmp_path / f"{run}.log", "wb") as log:
         return subprocess.Popen(
             [sys.executable, "-m", "runners.cli", command, "--source", subscription,
              "--sink", f"sqlite:///{tmp_path / 'stream.db'}", "--archive", str(tmp_path / "archive"),
              "--dead-letter-dir", str(tmp_path / f"dead-{run}"), "--summary", str(tmp_path / f"{run}.json"),
              "--early-firing-seconds", "2", "--archive-every-seconds", str(NEVER_SECONDS),
-             "--dead-letter-every-seconds", str(NEVER_SECONDS)],
+             "--dead-letter-every-seconds", str(NEVER_SECONDS), *options],
             cwd=ROOT, env=dict(os.environ), start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
 
 
@@ -126,9 +135,84 @@ def test_recover_refuses_a_subscription_that_retains_no_acknowledged_messages(pu
         stop.value.code and "\n" not in stop.value.code
 
 
+def test_a_window_closed_before_the_start_is_closed_from_the_first_click():
+    """Without a start for the horizon, the first clicks are judged before any timer fired: all pass."""
+    for closed_before, too_late in ((None, []), (at(200), ["old"])):
+        stream = TestStream().add_elements([raw("old", 1), raw("open", 199)]).advance_watermark_to_infinity()
+        pipeline = beam.Pipeline(options=streaming_options())
+        judged = (pipeline | stream | ParseClicks())[VALID] | "Stamp" >> beam.Map(
+            lambda c: beam.window.TimestampedValue(c, c.click_ts / 1000))
+        horizon = None if closed_before is None else int(closed_before * 1000)
+        judged = judged | SetAsideTooLate(60, 60, closed_before_ms=horizon)  # minute 0 closes at 120 s
+        assert_that(judged[TOO_LATE] | "LateIds" >> beam.Map(lambda d: orjson.loads(d.payload)["event_id"]),
+                    equal_to(too_late), label="Late")
+        pipeline.run().wait_until_finish()
+
+
 def test_seek_time_is_the_oldest_window_that_can_still_be_open_less_the_skew_limit():
     now = 1_767_225_600_000 + 30_000  # 00:00:30
     # Open: windows that end within the allowed lateness (600 s) and the windowing's grace (10 s) of now.
     assert recover.seek_time(now, None, 60, 600, 300) == 1_767_225_600_000 - 11 * 60_000 - 300_000
     # A sink whose newest window is older than now (a stream that lagged) moves it back.
     assert recover.seek_time(now, 1_767_225_600_000 - 5 * 60_000, 60, 600, 0) == 1_767_225_600_000 - 16 * 60_000
+
+
+def test_a_redelivered_window_that_closed_before_the_restart_is_not_reopened(pubsub_emulator, tmp_path):
+    """A minute of clicks (more than one pull) counted, its window closed (allowed lateness 20 s), then the stream
+    killed and recovered: every message comes again, and the minute's clicks are too late for the new stream, which
+    leaves the minute as the killed stream wrote it (its first pulls, judged before any timer fired, used to rewrite
+    it with what they held). Sliding rankings over that minute and later ones cannot be whole in the new stream:
+    `adclick reconcile --restate` from the raw archive restates them, and then every table is the truth."""
+    name = f"recover-closed-{os.getpid()}"
+    topic, subscription = f"projects/{PROJECT}/topics/{name}", f"projects/{PROJECT}/subscriptions/{name}"
+    pubsub_admin.create(topic, subscription)
+    lateness = ("--allowed-lateness-seconds", "20")
+    stream = launch("stream", f"pubsub://{subscription}", tmp_path, "killed", *lateness)
+    try:
+        wait_for(lambda: summary_of(tmp_path, "killed"), "the stream to start", READ_SECONDS)
+        while not 2_000 <= time.time() * 1000 % MINUTE <= 15_000:  # a minute's start: its clicks read in time
+            time.sleep(0.5)
+        minute_end = int(time.time() * 1000) // MINUTE * MINUTE + MINUTE
+        first = list(emissions_around_now(GeneratorConfig(events=2_500, minutes=1, seed=73, malformed_rate=0),
+                                          now_ms=minute_end))
+        publish(iter(first), PubSubPublisher(f"pubsub://{topic}"))
+        read_all(stream, tmp_path, "killed", len(first))
+        time.sleep(max(0.0, (minute_end + 40_000) / 1000 - time.time()))  # the minute has closed
+        later = list(emissions_around_now(GeneratorConfig(events=300, minutes=1, seed=74, malformed_rate=0),
+                                          now_ms=int(time.time() * 1000) + MINUTE))
+        publish(iter(later), PubSubPublisher(f"pubsub://{topic}"))
+        read_all(stream, tmp_path, "killed", len(first) + len(later))
+        os.killpg(stream.pid, signal.SIGKILL)
+        stream.wait()
+    finally:
+        stop_for_good(stream)
+    emissions = first + later
+    truth = list({emission.truth["event_id"]: emission.truth for emission in emissions if emission.truth}.values())
+    first_copies = sum(1 for emission in first if emission.truth)
+
+    recovered = launch("recover", f"pubsub://{subscription}", tmp_path, "recovered", *lateness)
+    try:
+        read_all(recovered, tmp_path, "recovered", len(emissions))
+        os.killpg(recovered.pid, signal.SIGINT)
+        recovered.wait(DRAIN_SECONDS)
+    finally:
+        stop_for_good(recovered)
+    assert recovered.returncode == 0, (tmp_path / "recovered.log").read_text(errors="replace")[-3000:]
+    summary = summary_of(tmp_path, "recovered")
+    assert (summary["read"], summary["too_late"]) == (len(emissions), first_copies) and summary["balanced"]
+
+    db = tmp_path / "stream.db"
+    expected = expected_tables(truth, 100, 5)
+    held = sink_tables(db)
+    assert {table: held[table] for table in PER_MINUTE} == {table: expected[table] for table in PER_MINUTE}
+
+    sink, archive = f"sqlite:///{db}", str(tmp_path / "archive" / "*" / "*.parquet")
+    window = ["--from", str(minute_end - 6 * MINUTE), "--to", str(int(time.time() * 1000) // MINUTE * MINUTE
+                                                                  + 8 * MINUTE)]
+    with pytest.raises(SystemExit) as stop:
+        reconcile.run(["--raw", archive, "--sink", sink, *window, "--report", str(tmp_path / "report.json")])
+    assert stop.value.code == 1
+    assert {d["table"] for d in json.loads((tmp_path / "report.json").read_text())["differences"]} == {
+        "top_ads_sliding"}
+    assert reconcile.run(["--raw", archive, "--sink", sink, *window, "--restate"]) == 0
+    assert sink_tables(db) == expected

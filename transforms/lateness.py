@@ -23,7 +23,7 @@ all of it is read.
 """
 
 import math
-from typing import Any, Tuple
+from typing import Any, Optional, Tuple
 
 import apache_beam as beam
 from apache_beam.coders import VarIntCoder
@@ -61,10 +61,11 @@ class _TooLateFn(beam.DoFn):
     HORIZON = ReadModifyWriteStateSpec("horizon", VarIntCoder())
     PROBE = TimerSpec("probe", TimeDomain.WATERMARK)
 
-    def __init__(self, window_seconds: int, allowed_lateness_seconds: int):
+    def __init__(self, window_seconds: int, allowed_lateness_seconds: int, closed_before_ms: Optional[int] = None):
         self._window_ms = window_seconds * 1_000
         self._lateness_ms = allowed_lateness_seconds * 1_000
         self._lateness_seconds = allowed_lateness_seconds
+        self._start_ms = _FLOOR_MS if closed_before_ms is None else closed_before_ms
 
     def setup(self):
         self._too_late = Metrics.counter("adclick", "too_late")
@@ -73,7 +74,7 @@ class _TooLateFn(beam.DoFn):
         _, click = shard_and_click
         known = horizon.read()
         if known is None:
-            known = _FLOOR_MS
+            known = self._start_ms
             horizon.write(known)
             _arm(probe, known)
         if click is None:  # a shard's boot: only arms the probes
@@ -105,13 +106,17 @@ class _NothingIsLate(beam.DoFn):
 
 class SetAsideTooLate(beam.PTransform):
     """Clicks (stamped with click_ts) -> clicks in time (main output `valid`) and too-late
-    DeadLetters (output `too_late`), judged per `shards` keys by event_id."""
+    DeadLetters (output `too_late`), judged per `shards` keys by event_id. `closed_before_ms`: where the
+    horizon starts (a time the watermark is known to reach at once), so that a stream started again
+    cannot reopen a window that closed before it with its first bundles (StreamConfig)."""
 
-    def __init__(self, window_seconds: int, allowed_lateness_seconds: int, shards: int = StreamConfig.lateness_shards):
+    def __init__(self, window_seconds: int, allowed_lateness_seconds: int, shards: int = StreamConfig.lateness_shards,
+                 closed_before_ms: Optional[int] = None):
         super().__init__()
         self._window_seconds = window_seconds
         self._allowed_lateness_seconds = allowed_lateness_seconds
         self._shards = shards
+        self._closed_before_ms = closed_before_ms
 
     def expand(self, clicks):
         if clicks.is_bounded:
@@ -123,5 +128,6 @@ class SetAsideTooLate(beam.PTransform):
                 | "BootShards" >> beam.FlatMap(lambda _: [(shard, None) for shard in range(shards)]))
         return ((keyed, boot)
                 | "WithBoot" >> beam.Flatten()
-                | "Judge" >> beam.ParDo(_TooLateFn(self._window_seconds, self._allowed_lateness_seconds))
+                | "Judge" >> beam.ParDo(_TooLateFn(self._window_seconds, self._allowed_lateness_seconds,
+                                                  self._closed_before_ms))
                 .with_input_types(Tuple[int, Any]).with_outputs(TOO_LATE, main=VALID))
