@@ -3,7 +3,8 @@ takes, and what Dataflow checks of each value before it starts a launcher (the r
 
 The help texts are the commands' own (argparse): `python -m launch.dataflow.template` writes metadata.json
 from them, and a test fails when the committed file differs. Options left out run only here (--runner,
---summary, --duration, --wait, the local parse workers and spill) or read a local file (--risk-rules).
+--summary, --duration, --wait, --metrics-port, the local parse workers and spill) or need a local file
+(--risk-rules, and with it --flagged and --flagged-dir).
 """
 
 import argparse
