@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, SetupOptions
 
 from pipelines.click_pipeline import build_pipeline
@@ -184,7 +185,7 @@ def flagged_sink(args, config: PipelineConfig):
     """The flagged clicks' files, with risk rules: in --flagged-dir, else `flagged` beside the dead letters."""
     if not config.risk:
         return None
-    directory = args.flagged_dir or os.path.join(os.path.dirname(os.path.normpath(args.dead_letter_dir)), "flagged")
+    directory = args.flagged_dir or FileSystems.join(FileSystems.split(args.dead_letter_dir.rstrip("/"))[0], "flagged")
     return WriteDeadLetterFiles(directory, args.dead_letter_every_seconds, prefix="flagged")
 
 
