@@ -331,6 +331,10 @@ class Exporter:
         print(f"adclick stream: metrics at http://{address}:{self._server.server_port}/metrics", file=sys.stderr,
               flush=True)
 
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
 
 _exporter: Optional[Exporter] = None
 

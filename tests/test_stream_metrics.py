@@ -3,7 +3,6 @@ by a real Prometheus, counts what was published (computed in plain Python) and w
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -13,10 +12,10 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
 from loadgen.generator import GeneratorConfig
 from loadgen.publish import PubSubPublisher, emissions_around_now, publish
+from tests.metrics_cases import accounted, dead_letters, metrics_url, one, scrape
 from tests.pubsub_cases import odd_clicks, wait_for
 
 pytestmark = [pytest.mark.metrics, pytest.mark.pubsub, pytest.mark.slow]
@@ -24,7 +23,6 @@ ROOT = Path(__file__).resolve().parent.parent
 CONFIG = GeneratorConfig(events=1200, seed=43, minutes=3, duplicate_rate=0.06, late_rate=0, malformed_rate=0.03)
 WAIT_SECONDS = 180
 DRAIN_SECONDS = 90
-ENDPOINT = re.compile(r"adclick stream: metrics at (http://\S+/metrics)")
 
 
 def start_stream(subscription: str, tmp_path: Path, *options: str):
@@ -37,18 +35,11 @@ def start_stream(subscription: str, tmp_path: Path, *options: str):
              "--summary", str(tmp_path / "summary.json"), "--early-firing-seconds", "1",
              "--metrics-port", "0", *options],
             cwd=ROOT, env=dict(os.environ), start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
-    found = []
-
-    def printed() -> bool:
-        assert stream.poll() is None, log_path.read_text(errors="replace")[-3000:]
-        found.extend(ENDPOINT.findall(log_path.read_text(errors="replace")))
-        return bool(found)
     try:
-        wait_for(printed, "the metrics URL", 60)
+        return stream, metrics_url(stream, log_path, 60)
     except BaseException:
         stop(stream)
         raise
-    return stream, found[0]
 
 
 def stop(stream: subprocess.Popen) -> None:
@@ -59,31 +50,6 @@ def stop(stream: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(stream.pid, signal.SIGKILL)
             stream.wait()
-
-
-def scrape(url: str) -> dict:
-    """{sample name: {labels as sorted (key, value) tuples: value}} from the endpoint, over HTTP."""
-    response = httpx.get(url, timeout=10)
-    assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/plain")
-    samples: dict = {}
-    for family in text_string_to_metric_families(response.text):
-        for sample in family.samples:
-            samples.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
-    return samples
-
-
-def one(samples: dict, name: str, **labels) -> float:
-    return samples[name][tuple(sorted(labels.items()))]
-
-
-def dead_letters(samples: dict) -> dict:
-    return {dict(labels)["reason"]: value for labels, value in samples.get("adclick_dead_letters_total", {}).items()}
-
-
-def accounted(samples: dict) -> float:
-    return (one(samples, "adclick_clicks_unique_total") + one(samples, "adclick_duplicates_total")
-            + sum(dead_letters(samples).values()) + sum(samples.get("adclick_flagged_total", {}).values()))
 
 
 def test_the_endpoint_counts_what_was_published_and_what_the_summary_says(pubsub_topic, tmp_path):
