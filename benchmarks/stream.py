@@ -1,9 +1,25 @@
-"""`adclick bench-stream`: how fast the stream DAG runs on the DirectRunner against the Pub/Sub
-emulator, next to the bare source, and how long a click takes to show in the sink at rising rates.
+"""`adclick bench-stream`: how fast the stream DAG runs, next to the bare source on the same runner,
+and how long a click takes to show in the sink at rising rates.
 
-Needs a Pub/Sub emulator (PUBSUB_EMULATOR_HOST). Everything runs in this
-process except the rising-rate publisher, which runs in a child process so
-that it does not take the DAG's interpreter lock. Each phase has its own topic.
+Two set-ups: `--runner direct --source pubsub` (the default: the DirectRunner
+on a Pub/Sub emulator, PUBSUB_EMULATOR_HOST) and `--runner prism --source
+kafka` (Prism over a real Apache Kafka broker, ReadFromKafka run by the
+expansion service's JVM: `--bootstrap HOST:PORT`, or a broker of its own in a
+temporary directory). The DAG's Python runs in this process (the DirectRunner,
+Prism's LOOPBACK worker) except the rising-rate publisher, which runs in a
+child process so that it does not take the DAG's interpreter lock. Peak RSS is
+that of this process and its children (Prism, the JVM), the publisher and a
+broker the bench started left out, sampled every POLL_SECONDS per phase.
+`--hot-ad-share S` puts that share of the clicks on one ad (backlog and ramp).
+`--json PATH` writes the report printed at the end.
+
+On Kafka both drains read one topic, the same records (Prism commits no
+offset: each pipeline reads from the earliest): the source alone counts what
+ReadFromKafka gives (the counter's attempted value, live from Prism's job
+service), the DAG is done when the sink shows every unique click, and its
+rate is the backlog's messages over the seconds from the first click seen in
+the sink to the last. The sink's per-(ad, minute) counts must then equal the
+generator's truth exactly (the run exits otherwise); so must the ramp's.
 
 1. Backlog (`--events N`, 0 to skip; `--source-events` for the source's
    own). N unique clicks (plus the generator's resends and malformed lines)
@@ -48,7 +64,11 @@ DIR/PHASE.txt and .html per phase. Other options are `adclick stream`'s
 """
 
 import argparse
+import collections
+import contextlib
 import dataclasses
+import json
+import logging
 import math
 import multiprocessing
 import os
@@ -63,17 +83,19 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import apache_beam as beam
 import orjson
-from apache_beam.metrics.metric import Metrics
+import psutil
+from apache_beam.metrics.metric import Metrics, MetricsFilter
 
 from loadgen.generator import GeneratorConfig, generate
-from loadgen.publish import PubSubPublisher, emissions_around_now, publish
+from loadgen.publish import emissions_around_now, publish, publisher_for
 from pipelines.click_pipeline import build_pipeline
-from runners import beam_compat
+from runners import beam_compat, prism
 from runners.stream import parser as stream_parser, pipeline_options, stream_config
 from runners.summary import ACCOUNTS, counters
 from sinks.dead_letter_files import WriteDeadLetterFiles
 from sinks.meta import check_sink
 from sinks.sqlite import WriteToSqlite
+from transforms.records import MINUTE_MS
 
 PROJECT = "test-project"
 P99_TARGET_SECONDS = 10.0
@@ -135,7 +157,8 @@ def step_report(step: Step, latency_of: Dict[int, float], visible_times: Sequenc
     shown = sum(1 for moment in visible_times if step.started <= moment < step.ended)
     return {"rate": step.rate, "events": len(step.clicks), "offered_per_second": round(len(step.clicks) / seconds, 1),
             "sustained_per_second": round(shown / seconds, 1), "unseen": sum(map(math.isinf, values)),
-            "p50_seconds": round(percentile(values, 50), 2), "p99_seconds": round(percentile(values, 99), 2)}
+            "p50_seconds": round(percentile(values, 50), 2), "p95_seconds": round(percentile(values, 95), 2),
+            "p99_seconds": round(percentile(values, 99), 2)}
 
 
 def ramp_report(steps: Sequence[Step], polls: Sequence[Tuple[float, Dict[Key, int]]]) -> List[dict]:
@@ -163,28 +186,29 @@ def best_rate(reports: Sequence[dict]) -> Optional[dict]:
 
 # The publisher of the ramp, in its own process.
 
-def _publish_ramp(topic: str, rates: Sequence[float], seconds: float, window_ms: int, connection):
+def _publish_ramp(url: str, rates: Sequence[float], seconds: float, window_ms: int, hot_ad_share, connection):
     """Child process: on each "go" from the parent, publishes the next rate's clicks for `seconds`,
-    paced, each stamped at its publish time, and sends the Step back; on "drain", a trickle of
-    TICK_AD clicks until "end"."""
-    publisher = PubSubPublisher(f"pubsub://{topic}")
+    paced (every click due by now, then a sleep of a few ms), each stamped at its publish time, and
+    sends the Step back; on "drain", a trickle of TICK_AD clicks until "end"."""
+    publisher = publisher_for(url)
     prefix = uuid.uuid4().hex[:8]
     # The generator's ads (Zipf over 1,000), countries, users and IPs: the DAG's keys as in a real stream.
-    shapes = generate(GeneratorConfig(events=RAMP_SHAPES, duplicate_rate=0, malformed_rate=0)).truth
+    shapes = generate(GeneratorConfig(events=RAMP_SHAPES, duplicate_rate=0, malformed_rate=0,
+                                      hot_ad_share=hot_ad_share)).truth
     rates, sent = iter(rates), 0
     while connection.recv() == "go":
         rate = next(rates)
-        clicks, started = [], time.time()
-        for i in range(int(rate * seconds)):
-            ahead = started + i / rate - time.time()
-            if ahead > 0:
-                time.sleep(ahead)
-            now = time.time()
-            now_ms = int(now * 1000)
-            shape = shapes[sent % len(shapes)]
-            publisher.send(orjson.dumps(dict(shape, event_id=f"{prefix}-{sent}", click_ts=now_ms)), now_ms)
-            clicks.append(((shape["ad_id"], now_ms - now_ms % window_ms), now))
-            sent += 1
+        clicks, started, total = [], time.time(), int(rate * seconds)
+        while len(clicks) < total:
+            due = min(total, int((time.time() - started) * rate) + 1)
+            while len(clicks) < due:
+                now = time.time()
+                now_ms = int(now * 1000)
+                shape = shapes[sent % len(shapes)]
+                publisher.send(orjson.dumps(dict(shape, event_id=f"{prefix}-{sent}", click_ts=now_ms)), now_ms)
+                clicks.append(((shape["ad_id"], now_ms - now_ms % window_ms), now))
+                sent += 1
+            time.sleep(max(0.0, started + len(clicks) / rate - time.time()))
         publisher.flush()
         connection.send(Step(rate, started, max(time.time(), started + seconds), tuple(clicks)))
     while not connection.poll(TICK_SECONDS):
@@ -216,6 +240,57 @@ class _SinkWatcher(threading.Thread):
                 self.polls.append((time.time(), {(ad, start): clicks for ad, start, clicks in rows}))
         finally:
             connection.close()
+
+
+# Measuring a phase: live counts, peak RSS.
+
+def live_count(result, namespace: str, name: str) -> int:
+    """A counter of a running pipeline. Prism's job service is asked again at every call (Beam's portable
+    result caches its first answer), for the larger of the committed and the attempted value: a source's
+    long-running bundle commits nothing until it ends."""
+    service = getattr(result, "_job_service", None)
+    if service is None:
+        return counters(result, namespace).get(name, 0)
+    from apache_beam.portability.api import beam_job_api_pb2
+    from apache_beam.runners.portability.portable_runner import PortableMetrics
+    metrics = PortableMetrics(service.GetJobMetrics(beam_job_api_pb2.GetJobMetricsRequest(job_id=result._job_id)))
+    query = metrics.query(MetricsFilter().with_namespace(namespace).with_name(name))
+    return sum(max(counter.committed or 0, counter.attempted or 0) for counter in query["counters"])
+
+
+class PeakRss(threading.Thread):
+    """The peak RSS (bytes) of this process and its children, `exclude`d pids (and theirs) left out,
+    sampled every POLL_SECONDS until stop()."""
+
+    def __init__(self, exclude=()):
+        super().__init__(daemon=True)
+        self._exclude, self._done, self.peak = set(exclude), threading.Event(), 0
+
+    def _tree(self):
+        root = psutil.Process()
+        left_out = set(self._exclude)
+        for pid in self._exclude:
+            with contextlib.suppress(psutil.Error):
+                left_out |= {child.pid for child in psutil.Process(pid).children(recursive=True)}
+        return [process for process in [root] + root.children(recursive=True) if process.pid not in left_out]
+
+    def run(self):
+        while not self._done.is_set():
+            total = 0
+            for process in self._tree():
+                with contextlib.suppress(psutil.Error):
+                    total += process.memory_info().rss
+            self.peak = max(self.peak, total)
+            self._done.wait(POLL_SECONDS)
+
+    def stop(self) -> int:
+        self._done.set()
+        self.join()
+        return round(self.peak / 2**20)
+
+
+def _load() -> List[float]:
+    return [round(load, 2) for load in os.getloadavg()]
 
 
 # Pipelines and phases.
@@ -347,38 +422,112 @@ class _Profiled:
         session.save(str(base.with_suffix(".pyisession")))
 
 
-def _full_dag(subscription: str, stream_args, beam_args, config, work: str, name: str) -> beam.Pipeline:
-    from sources.pubsub import ReadPubSub
+class _PubSub:
+    """The DirectRunner on the Pub/Sub emulator: a topic and its subscription per stream."""
+    runner = "direct"
+
+    def stream(self, name: str) -> Tuple[str, beam.PTransform]:
+        from sources.pubsub import ReadPubSub
+        topic, subscription = _topic_and_subscription()
+        return f"pubsub://{topic}", ReadPubSub(f"pubsub://{subscription}")
+
+
+class _Kafka:
+    """Prism on a Kafka broker: a topic per stream (3 partitions), read by ReadFromKafka with a group of its own."""
+    runner = "prism"
+
+    def __init__(self, bootstrap: str, partitions: int):
+        self.bootstrap, self._partitions = bootstrap, partitions
+
+    def stream(self, name: str) -> Tuple[str, beam.PTransform]:
+        from benchmarks.kafka import create_topic
+        url = f"kafka://{self.bootstrap}/{create_topic(self.bootstrap, self._partitions)}"
+        return url, self.source(url, name)
+
+    def source(self, url: str, name: str) -> beam.PTransform:
+        from sources.kafka import ReadKafkaStream
+        return ReadKafkaStream(url, f"bench-{name}-{uuid.uuid4().hex[:8]}")
+
+
+@contextlib.contextmanager
+def _broker(bootstrap: Optional[str]):
+    """(bootstrap address, the broker's pid if the bench started it): the broker given, or one of its own."""
+    if bootstrap:
+        yield bootstrap, None
+        return
+    from runners import broker
+    from runners.jvm import free_port, stop_group
+    with tempfile.TemporaryDirectory(prefix="adclick-bench-broker-", ignore_cleanup_errors=True) as data:
+        port = free_port()
+        process = broker.start(port, Path(data), quick_start=True)
+        try:
+            yield f"127.0.0.1:{port}", process.pid
+        finally:
+            stop_group(process, grace=broker.STOP_GRACE_SECONDS)
+
+
+def _full_dag(source, stream_args, beam_args, config, work: str, name: str) -> beam.Pipeline:
     database = os.path.join(work, f"{name}.db")
     # As `adclick stream` does: the sink is checked (and its tables made) before the pipeline is built.
     check_sink(f"sqlite:///{database}", config.window.size_seconds, config.aggregates.filter_dimensions)
     return build_pipeline(
-        beam.Pipeline(options=pipeline_options(stream_args, beam_args)), ReadPubSub(f"pubsub://{subscription}"),
+        beam.Pipeline(options=pipeline_options(stream_args, beam_args)), source,
         WriteToSqlite(database), WriteDeadLetterFiles(os.path.join(work, f"{name}-dead")), config)
 
 
-def _source_only(subscription: str, stream_args, beam_args) -> beam.Pipeline:
-    from sources.pubsub import ReadPubSub
+def _source_only(source, stream_args, beam_args) -> beam.Pipeline:
     pipeline = beam.Pipeline(options=pipeline_options(stream_args, beam_args))
-    _ = pipeline | "ReadRaw" >> ReadPubSub(f"pubsub://{subscription}") | "CountMessages" >> CountMessages()
+    _ = pipeline | "ReadRaw" >> source | "CountMessages" >> CountMessages()
     return pipeline
+
+
+def _quiet_rpc_errors(hook=threading.excepthook):
+    """Prism killed at the end of a phase ends the worker's gRPC streams in this process: its threads die
+    with an RpcError each, which says nothing about the run."""
+    import grpc
+
+    def excepthook(args):
+        if not isinstance(args.exc_value, grpc.RpcError):
+            hook(args)
+
+    threading.excepthook = excepthook
 
 
 def _wait_for_workers(before: set) -> None:
     """A cancelled DirectRunner's worker stops within its 5 s queue timeout: wait, so that the
-    next phase does not share the CPU with it (and its profile is complete)."""
+    next phase does not share the CPU with it (and its profile is complete). Prism is killed."""
     for thread in set(threading.enumerate()) - before:
         if thread.name.startswith("Thread: "):
             thread.join(30)
+    prism.kill_servers()
 
 
-def _drain(pipeline: beam.Pipeline, count, messages: int, timeout: float, profile: _Profiled) -> dict:
+def _cancel(result) -> None:
+    """Stops a stream; Prism logs every bundle the cancel fails, which says nothing here."""
+    prism_log = logging.getLogger("apache_beam.runners.portability.prism_runner")
+    level = prism_log.level
+    prism_log.setLevel(logging.CRITICAL)
+    try:
+        result.cancel()
+    except Exception as error:  # a job that already ended
+        logging.debug("cancel: %s", error)
+    finally:
+        time.sleep(1)  # the cancelled bundles' errors are logged as they come back
+        prism_log.setLevel(level)
+
+
+def _drain(pipeline: beam.Pipeline, count, messages: int, timeout: float, profile: _Profiled,
+           exclude=()) -> dict:
     """Runs until `count(result)` reaches `messages`: the rate between the first and the last count."""
     before = set(threading.enumerate())
+    load_before = _load()
+    memory = PeakRss(exclude)
+    memory.start()
     with profile:
         result = pipeline.run()
     started = time.monotonic()
     first = drained = None
+    done = 0
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         time.sleep(POLL_SECONDS)
@@ -389,34 +538,58 @@ def _drain(pipeline: beam.Pipeline, count, messages: int, timeout: float, profil
         if done >= messages:
             drained = now
             break
-    result.cancel()
+    _cancel(result)
     _wait_for_workers(before)
+    peak_rss_mb = memory.stop()
     profile.write()
     if drained is None:
-        sys.exit(f"adclick bench-stream: not drained within {timeout:.0f} s ({count(result)} of {messages})")
+        sys.exit(f"adclick bench-stream: not drained within {timeout:.0f} s ({done} of {messages})")
     if first[1] < messages:
         seconds, counted = drained - first[0], messages - first[1]
-    else:  # drained in one bundle: no first count to start from
+    else:  # drained in one poll: no first count to start from
         seconds, counted = drained - started, messages
-    return {"messages": messages, "seconds": round(seconds, 1), "messages_per_second": round(counted / seconds)}
+    return {"messages": messages, "counted": done, "seconds": round(seconds, 1),
+            "messages_per_second": round(counted / seconds), "peak_rss_mb": peak_rss_mb,
+            "load_before": load_before, "load_after": _load()}
 
 
-def _backlog(events: int) -> Tuple[str, int]:
+def _sink_counts(database: str) -> Dict[Key, int]:
+    connection = sqlite3.connect(database, timeout=60)
+    try:
+        return {(ad, start): clicks for ad, start, clicks in connection.execute(
+            "SELECT ad_id, window_start, clicks FROM clicks_per_minute WHERE ad_id != ?", (TICK_AD,))}
+    finally:
+        connection.close()
+
+
+def _truth_counts(truth) -> Dict[Key, int]:
+    return dict(collections.Counter((click["ad_id"], click["click_ts"] - click["click_ts"] % MINUTE_MS)
+                                    for click in truth))
+
+
+def _backlog_config(args, events: int) -> GeneratorConfig:
+    return GeneratorConfig(events=events, minutes=1, hot_ad_share=args.hot_ad_share)
+
+
+def _backlog(args, events: int) -> Tuple[str, int]:
     topic, subscription = _topic_and_subscription()
-    sent = publish(emissions_around_now(GeneratorConfig(events=events, minutes=1)), PubSubPublisher(f"pubsub://{topic}"))
+    sent = publish(emissions_around_now(_backlog_config(args, events)), publisher_for(f"pubsub://{topic}"))
     return subscription, sent.read
 
 
-def _ramp(args, stream_args, beam_args, config, work: str, profile: _Profiled) -> List[dict]:
-    topic, subscription = _topic_and_subscription()
-    pipeline = _full_dag(subscription, stream_args, beam_args, config, work, "ramp")
+def _ramp(args, setup, stream_args, beam_args, config, work: str, profile: _Profiled, exclude=()) -> dict:
+    url, source = setup.stream("ramp")
+    pipeline = _full_dag(source, stream_args, beam_args, config, work, "ramp")
     watcher = _SinkWatcher(os.path.join(work, "ramp.db"))
     context = multiprocessing.get_context("spawn")
     parent, child = context.Pipe()
     publisher = context.Process(target=_publish_ramp, daemon=True, args=(
-        topic, args.rates, args.seconds_per_rate, config.window.size_seconds * 1000, child))
+        url, args.rates, args.seconds_per_rate, config.window.size_seconds * 1000, args.hot_ad_share, child))
     publisher.start()
     before = set(threading.enumerate())
+    load_before = _load()
+    memory = PeakRss(tuple(exclude) + (publisher.pid,))
+    memory.start()
     with profile:
         result = pipeline.run()
     watcher.start()
@@ -426,7 +599,8 @@ def _ramp(args, stream_args, beam_args, config, work: str, profile: _Profiled) -
         parent.send("go")
         steps.append(parent.recv())
         published = sum(len(step.clicks) for step in steps)
-        print(f"  rate {rate:g}/s: published {len(steps[-1].clicks):,}, visible {watcher.total():,} of {published:,}")
+        print(f"  rate {rate:g}/s: published {len(steps[-1].clicks):,}, visible {watcher.total():,} of {published:,}"
+              f" (load {' '.join(map(str, _load()))})", flush=True)
         if published - watcher.total() > rate * P99_TARGET_SECONDS:
             print("  more than 10 s of input not yet in the sink: the ramp stops here")
             break
@@ -438,12 +612,16 @@ def _ramp(args, stream_args, beam_args, config, work: str, profile: _Profiled) -
     time.sleep(2 * POLL_SECONDS)  # one more poll after the last count changed
     watcher.stop.set()
     watcher.join()
-    result.cancel()  # while the trickle still flows, so that the runner is not stuck in a pull
+    _cancel(result)  # while the trickle still flows, so that the runner is not stuck in a pull
     parent.send("end")
     publisher.join(30)
     _wait_for_workers(before)
+    peak_rss_mb = memory.stop()
     profile.write()
-    return ramp_report(steps, watcher.polls)
+    sent = collections.Counter(key for step in steps for key, _ in step.clicks)
+    return {"steps": ramp_report(steps, watcher.polls), "peak_rss_mb": peak_rss_mb,
+            "exact": bool(watcher.polls) and watcher.polls[-1][1] == dict(sent),
+            "load_before": load_before, "load_after": _load()}
 
 
 def _rates(text: str) -> List[float]:
@@ -455,74 +633,151 @@ def _rates(text: str) -> List[float]:
 
 def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="adclick bench-stream", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runner", choices=("direct", "prism"),
+                        help="direct (with --source pubsub, the default) or prism (with --source kafka)")
+    parser.add_argument("--source", choices=("pubsub", "kafka"),
+                        help="pubsub (the emulator at PUBSUB_EMULATOR_HOST) or kafka (--bootstrap, or a broker "
+                             "of the bench's own)")
+    parser.add_argument("--bootstrap", metavar="HOST:PORT", help="a running Kafka broker (default: start one)")
+    parser.add_argument("--partitions", type=int, default=3, help="of each Kafka topic (default: %(default)s)")
     parser.add_argument("--events", type=int, default=2_000,
                         help="unique clicks of the backlog drained by the source alone and the DAG; 0 to skip")
     parser.add_argument("--source-events", type=int,
-                        help="a larger backlog for the source alone, which drains thousands a second "
-                             "(default: --events)")
+                        help="Pub/Sub: a larger backlog for the source alone, which drains thousands a second "
+                             "(default: --events; on Kafka both read the same backlog)")
     parser.add_argument("--dedup", choices=("buckets", "per-key"), default="buckets")
+    parser.add_argument("--hot-ad-share", type=float, help="the top ad's share of the clicks (default: Zipf s=1.1)")
     parser.add_argument("--rates", type=_rates, metavar="R1,R2,...",
                         help="also publish at these rising rates (events/s) and measure event-to-sink latency")
+    parser.add_argument("--rate", type=float, help="one rate: the same as --rates N")
     parser.add_argument("--seconds-per-rate", type=float, default=30)
     parser.add_argument("--drain-seconds", type=float, default=60,
                         help="after the ramp, wait this long at most for the sink to show every click")
-    parser.add_argument("--profile", metavar="DIR", help="pyinstrument profiles of each phase's worker thread")
+    parser.add_argument("--profile", metavar="DIR",
+                        help="DirectRunner: pyinstrument profiles of each phase's worker thread")
+    parser.add_argument("--json", metavar="PATH", help="also write the report as JSON")
     parser.add_argument("--timeout", type=float, default=1800)
     return parser
 
 
-def run(argv=None) -> dict:
-    args, stream_argv = parser().parse_known_args(argv)
-    if not os.environ.get("PUBSUB_EMULATOR_HOST"):
+def _setup_or_exit(args) -> None:
+    """Fills in the runner and the source from each other; refuses the pairs that cannot run."""
+    args.source = args.source or ("kafka" if args.runner == "prism" else "pubsub")
+    args.runner = args.runner or ("prism" if args.source == "kafka" else "direct")
+    if (args.runner, args.source) not in (("direct", "pubsub"), ("prism", "kafka")):
+        sys.exit(f"adclick bench-stream: --source {args.source} runs on --runner "
+                 f"{'direct' if args.source == 'pubsub' else 'prism'} (docs/runners.md)")
+    if args.rate:
+        args.rates = (args.rates or []) + [args.rate]
+    if args.source == "pubsub" and not os.environ.get("PUBSUB_EMULATOR_HOST"):
         sys.exit("adclick bench-stream: start an emulator and set PUBSUB_EMULATOR_HOST, e.g.\n"
                  "  cloud-pubsub-emulator --host=127.0.0.1 --port=8085 &\n"
                  "  export PUBSUB_EMULATOR_HOST=127.0.0.1:8085")
+
+
+def run(argv=None) -> dict:
+    args, stream_argv = parser().parse_known_args(argv)
+    _setup_or_exit(args)
+    kafka = args.source == "kafka"
     with (tempfile.TemporaryDirectory(prefix="adclick-bench-stream-", ignore_cleanup_errors=True) as work,
-          beam_compat.installed(beam_compat.STREAM)):
+          beam_compat.installed(beam_compat.STREAM) if not kafka else contextlib.nullcontext(),
+          _broker(args.bootstrap) if kafka else contextlib.nullcontext((None, None)) as (bootstrap, broker_pid)):
         # Early panes every second unless asked otherwise: the latency measured is the DAG's, not the trigger's.
         stream_args, beam_args = stream_parser().parse_known_args(
-            ["--source", "pubsub://projects/p/subscriptions/unused", "--early-firing-seconds", "1"] + stream_argv)
+            ["--source", "kafka://localhost/unused" if kafka else "pubsub://projects/p/subscriptions/unused",
+             "--runner", args.runner, "--early-firing-seconds", "1"] + stream_argv)
         config = stream_config(stream_args)
         config = dataclasses.replace(config, stream=dataclasses.replace(config.stream,
                                                                        dedup_per_key=args.dedup == "per-key"))
-        report = {"dedup": args.dedup, "early_firing_seconds": config.window.early_firing_seconds}
+        setup = _Kafka(bootstrap, args.partitions) if kafka else _PubSub()
+        if kafka:
+            _quiet_rpc_errors()
+            logging.getLogger("apache_beam.runners.portability.prism_runner").setLevel(logging.WARNING)
+        exclude = (broker_pid,) if broker_pid else ()
+        report = {"runner": args.runner, "source": args.source, "dedup": args.dedup,
+                  "early_firing_seconds": config.window.early_firing_seconds, "hot_ad_share": args.hot_ad_share,
+                  "cpus": os.cpu_count(), "load_at_start": _load()}
         if args.events:
-            report.update(_backlogs(args, stream_args, beam_args, config, work))
+            backlogs = _kafka_backlogs if kafka else _backlogs
+            report.update(backlogs(args, setup, stream_args, beam_args, config, work, exclude))
         if args.rates:
-            report.update(_rising_rates(args, stream_args, beam_args, config, work))
+            report.update(_rising_rates(args, setup, stream_args, beam_args, config, work, exclude))
+        report["load_at_end"] = _load()
         print(report)
+        if args.json:
+            Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
         return report
 
 
-def _backlogs(args, stream_args, beam_args, config, work) -> dict:
-    """A backlog drained by the source alone, then one drained by the whole DAG, and their ratio."""
-    report = {}
-    subscription, messages = _backlog(args.source_events or args.events)
-    print(f"source only: draining {messages:,} messages")
-    report["source_only"] = _drain(_source_only(subscription, stream_args, beam_args), source_count,
-                                   messages, args.timeout, _Profiled(args.profile, "source-only"))
-    print(f"  {report['source_only']}")
-    subscription, messages = _backlog(args.events)
-    print(f"full DAG: draining {messages:,} messages")
-    report["full_dag"] = _drain(_full_dag(subscription, stream_args, beam_args, config, work, "backlog"),
-                                _dag_count, messages, args.timeout, _Profiled(args.profile, "full-dag"))
-    print(f"  {report['full_dag']}")
+def _ratio(report: dict) -> dict:
     report["full_dag_share_of_source_only"] = round(
         report["full_dag"]["messages_per_second"] / report["source_only"]["messages_per_second"], 3)
     print(f"full DAG at {report['full_dag_share_of_source_only']:.0%} of the source-only rate")
     return report
 
 
-def _rising_rates(args, stream_args, beam_args, config, work) -> dict:
+def _backlogs(args, setup, stream_args, beam_args, config, work, exclude) -> dict:
+    """A backlog drained by the source alone, then one drained by the whole DAG, and their ratio."""
+    from sources.pubsub import ReadPubSub
+    report = {}
+    subscription, messages = _backlog(args, args.source_events or args.events)
+    print(f"source only: draining {messages:,} messages")
+    report["source_only"] = _drain(_source_only(ReadPubSub(f"pubsub://{subscription}"), stream_args, beam_args),
+                                   source_count, messages, args.timeout, _Profiled(args.profile, "source-only"))
+    print(f"  {report['source_only']}")
+    subscription, messages = _backlog(args, args.events)
+    print(f"full DAG: draining {messages:,} messages")
+    pipeline = _full_dag(ReadPubSub(f"pubsub://{subscription}"), stream_args, beam_args, config, work, "backlog")
+    report["full_dag"] = _drain(pipeline, _dag_count, messages, args.timeout, _Profiled(args.profile, "full-dag"))
+    print(f"  {report['full_dag']}")
+    return _ratio(report)
+
+
+def _kafka_backlogs(args, setup, stream_args, beam_args, config, work, exclude) -> dict:
+    """One backlog in one topic, drained by ReadFromKafka alone, then by the whole DAG until the sink shows
+    every unique click; the sink's counts checked against the truth."""
+    url, _ = setup.stream("backlog")
+    started = time.monotonic()
+    sent = publish(emissions_around_now(_backlog_config(args, args.events)), publisher_for(url))
+    print(f"produced {sent.read:,} records ({sent.unique:,} unique clicks) in {time.monotonic() - started:.1f} s")
+    report = {"backlog": {"messages": sent.read, "unique": sent.unique, "duplicates": sent.duplicates,
+                          "malformed": sent.malformed}}
+    print("source only: ReadFromKafka into a counter")
+    report["source_only"] = _drain(_source_only(setup.source(url, "source-only"), stream_args, beam_args),
+                                   lambda result: live_count(result, BENCH_NAMESPACE, "source_read"), sent.read,
+                                   args.timeout, _Profiled(None, "source-only"), exclude)
+    print(f"  {report['source_only']}")
+    print("full DAG: until the sink shows every unique click")
+    pipeline = _full_dag(setup.source(url, "full-dag"), stream_args, beam_args, config, work, "backlog")
+    database = os.path.join(work, "backlog.db")
+    drained = _drain(pipeline, lambda _: sum(_sink_counts(database).values()), sent.unique, args.timeout,
+                     _Profiled(None, "full-dag"), exclude)
+    clicks_per_second = drained["messages_per_second"]
+    counts, truth = _sink_counts(database), _truth_counts(sent.truth)
+    drained.update(messages=sent.read, clicks_per_second=clicks_per_second,
+                   messages_per_second=round(clicks_per_second * sent.read / sent.unique), exact=counts == truth)
+    report["full_dag"] = drained
+    print(f"  {report['full_dag']}")
+    if not drained["exact"]:
+        differing = sorted(key for key in counts.keys() | truth.keys() if counts.get(key) != truth.get(key))
+        sys.exit(f"adclick bench-stream: the sink's counts differ from the truth in {len(differing)} (ad, minute)s: "
+                 + ", ".join(f"{key} {counts.get(key)} != {truth.get(key)}" for key in differing[:5]))
+    return _ratio(report)
+
+
+def _rising_rates(args, setup, stream_args, beam_args, config, work, exclude) -> dict:
     """Publishing at rising rates: the rate each sustained and its event-to-sink latency, and the best one."""
     print(f"rising rates {args.rates} events/s, {args.seconds_per_rate:g} s each, "
           f"early panes every {config.window.early_firing_seconds} s")
-    ramp = _ramp(args, stream_args, beam_args, config, work, _Profiled(args.profile, "ramp"))
-    print(f"{'offered/s':>10} {'sustained/s':>12} {'p50 s':>8} {'p99 s':>8} {'unseen':>7}")
-    for step in ramp:
-        print(f"{step['offered_per_second']:>10} {step['sustained_per_second']:>12} "
-              f"{step['p50_seconds']:>8} {step['p99_seconds']:>8} {step['unseen']:>7}")
-    best = best_rate(ramp)
+    ramp = _ramp(args, setup, stream_args, beam_args, config, work, _Profiled(args.profile, "ramp"), exclude)
+    print(f"{'offered/s':>10} {'sustained/s':>12} {'p50 s':>8} {'p95 s':>8} {'p99 s':>8} {'unseen':>7}")
+    for step in ramp["steps"]:
+        print(f"{step['offered_per_second']:>10} {step['sustained_per_second']:>12} {step['p50_seconds']:>8} "
+              f"{step['p95_seconds']:>8} {step['p99_seconds']:>8} {step['unseen']:>7}")
+    best = best_rate(ramp["steps"])
     print(f"highest sustained rate with p99 < {P99_TARGET_SECONDS:g} s: "
-          + (f"{best['sustained_per_second']} events/s (offered {best['offered_per_second']})" if best else "none"))
-    return {"ramp": ramp, "best_sustained_per_second_under_p99_10s": best and best["sustained_per_second"]}
+          + (f"{best['sustained_per_second']} events/s (offered {best['offered_per_second']})" if best else "none")
+          + f"; peak RSS {ramp['peak_rss_mb']:,} MB; sink exact: {ramp['exact']}")
+    return {"ramp": ramp["steps"], "ramp_peak_rss_mb": ramp["peak_rss_mb"], "ramp_exact": ramp["exact"],
+            "ramp_load": [ramp["load_before"], ramp["load_after"]],
+            "best_sustained_per_second_under_p99_10s": best and best["sustained_per_second"]}

@@ -1,6 +1,8 @@
 """`adclick bench-stream`: the latency arithmetic on hand-made send and sink times, and a short run
-of both modes against the Pub/Sub emulator (sane numbers, every click counted; no timing asserts)."""
+of both phases on each set-up: the DirectRunner on the Pub/Sub emulator, Prism on a real Kafka broker
+(the report's shape, every click counted exactly; no timing asserted)."""
 
+import json
 import math
 
 import pytest
@@ -53,9 +55,9 @@ def test_ramp_report_per_step():
     # Visible during [0, 2): 1 (at 1.0); during [2, 3): 3 (at 2.0); at 3.0, 3 more (after both).
     step1, step2 = ramp_report(steps, polls)
     assert step1 == {"rate": 2.0, "events": 4, "offered_per_second": 2.0, "sustained_per_second": 0.5,
-                     "unseen": 0, "p50_seconds": 1.0, "p99_seconds": 1.5}
+                     "unseen": 0, "p50_seconds": 1.0, "p95_seconds": 1.5, "p99_seconds": 1.5}
     assert step2 == {"rate": 4.0, "events": 4, "offered_per_second": 4.0, "sustained_per_second": 3.0,
-                     "unseen": 1, "p50_seconds": 0.75, "p99_seconds": math.inf}
+                     "unseen": 1, "p50_seconds": 0.75, "p95_seconds": math.inf, "p99_seconds": math.inf}
     assert best_rate([step1, step2]) == step1
 
 
@@ -93,6 +95,39 @@ def test_a_short_run_counts_every_click(pubsub_emulator, capsys):
     (step,) = report["ramp"]
     assert step["events"] == 20
     assert step["unseen"] == 0
-    assert 0 <= step["p50_seconds"] <= step["p99_seconds"] < math.inf
+    assert 0 <= step["p50_seconds"] <= step["p95_seconds"] <= step["p99_seconds"] < math.inf
     assert step["sustained_per_second"] > 0
+    assert report["ramp_exact"] is True
     assert "p99" in capsys.readouterr().out
+
+
+@pytest.mark.kafka
+@pytest.mark.prism
+@pytest.mark.slow
+def test_a_short_kafka_run_on_prism_counts_every_click_exactly(kafka_broker, tmp_path, capsys):
+    """One backlog read by ReadFromKafka alone and by the whole DAG (its sink equal to the generator's
+    truth per ad and minute), then one rate; --json writes what run() returns."""
+    path = tmp_path / "bench.json"
+    report = bench_stream.run(["--runner", "prism", "--source", "kafka", "--bootstrap", kafka_broker,
+                               "--events", "300", "--rate", "5", "--seconds-per-rate", "4", "--drain-seconds", "120",
+                               "--json", str(path)])
+    assert json.loads(path.read_text()) == json.loads(json.dumps(report))
+    backlog = report["backlog"]
+    assert backlog["unique"] == 300
+    assert backlog["messages"] == 300 + backlog["duplicates"] + backlog["malformed"]
+    assert report["source_only"]["counted"] == backlog["messages"]  # what ReadFromKafka gave, exactly
+    assert report["full_dag"]["counted"] == 300 and report["full_dag"]["exact"] is True  # the sink = the truth
+    for phase in ("source_only", "full_dag"):
+        assert report[phase]["messages_per_second"] > 0 and report[phase]["peak_rss_mb"] > 0
+    assert report["full_dag_share_of_source_only"] > 0
+    (step,) = report["ramp"]
+    assert step["events"] == 20 and step["unseen"] == 0 and report["ramp_exact"] is True
+    assert 0 <= step["p50_seconds"] <= step["p95_seconds"] <= step["p99_seconds"] < math.inf
+    assert report["ramp_peak_rss_mb"] > 0
+    assert "full DAG at" in capsys.readouterr().out
+
+
+def test_pubsub_runs_on_the_direct_runner_and_kafka_on_prism():
+    for argv in (["--runner", "prism", "--source", "pubsub"], ["--runner", "direct", "--source", "kafka"]):
+        with pytest.raises(SystemExit, match="runs on --runner"):
+            bench_stream.run(argv)
