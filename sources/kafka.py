@@ -251,6 +251,13 @@ class ReadKafkaStream(beam.PTransform):
     finalize needs stable input, which Prism refuses, and Prism keeps its state in memory, so a restarted
     Prism stream has none to resume with; it reads its topic from the earliest offset again (it never skips
     a click) and upserts the windows it recomputes.
+
+    A broker that dies, even by SIGKILL, and comes back on its address with its data dir is ridden out with
+    Kafka's default consumer settings, so none is set here: the Java consumer retries the connection every
+    `reconnect.backoff.ms` (50 ms, doubling up to `reconnect.backoff.max.ms`, 1 s) and resumes at the offsets
+    it had read (tests/test_fault_kafka.py: about 18 s down, then exact tables). A call that waits on the broker
+    longer than `default.api.timeout.ms` (60 s), such as a partition's position, fails the bundle with a
+    TimeoutException (apache/beam#30965) for the runner to retry; outages that long are not tested here.
     """
 
     def __init__(self, url: Union[str, KafkaUrl], group_id: str = "adclick", expansion_service=None):
