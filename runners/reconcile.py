@@ -33,6 +33,7 @@ PROG = "adclick reconcile"
 TABLES = ("clicks_per_minute", "clicks_per_minute_by_filter", "top_ads", "top_ads_sliding")
 RANKINGS = TABLES[2:]
 SHOWN_DIFFERENCES = 20  # on the terminal; --report has them all
+ADS_PER_READ = 1_000  # row ranges in one ReadRows request
 _EPOCH_MS = re.compile(r"\d{1,15}")
 
 
@@ -195,8 +196,9 @@ class BigtableSink:
         by_ad = Tables()
         ads = sorted(set(ads) | {ad_id for ad_id, _ in by_minute.clicks_per_minute}
                      | {ad_id for ad_id, _, _ in by_minute.clicks_per_minute_by_filter})
-        if ads:
-            for row in self._rows([bt.ad_range(ad_id, span.start, span.end) for ad_id in ads]):
+        for first in range(0, len(ads), ADS_PER_READ):
+            ranges = [bt.ad_range(ad_id, span.start, span.end) for ad_id in ads[first:first + ADS_PER_READ]]
+            for row in self._rows(ranges):
                 ad_id, window_start = bt.parse_ad_key(row.row_key)
                 self._counts(row, ad_id, window_start, by_ad)
         return {"min#": by_minute, "ad#": by_ad}
