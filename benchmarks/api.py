@@ -130,6 +130,15 @@ def serve(url: str, minutes: int, extra=()):
     return process, found.group(1).decode(), int(found.group(2))
 
 
+def _cpu_seconds(pid: int) -> float:
+    """CPU time of `adclick serve` and its workers: what a request costs the server whatever else the machine
+    runs (requests/s and latency depend on what the other processes leave it)."""
+    import psutil
+    processes = [psutil.Process(pid)]
+    processes += processes[0].children(recursive=True)
+    return sum(sum(p.cpu_times()[:2]) for p in processes)
+
+
 def _wait_healthy(url: str, seconds: float = 120) -> None:
     """Until /healthz answers 200: workers of --workers N start after the socket listens (each imports Beam)."""
     import httpx
@@ -154,7 +163,9 @@ def time_queries(url: str, ads: int, minutes: int, requests: int, clients: int =
         for name, make in queries(ads, minutes).items():
             count = requests if "sums" not in name else max(clients, requests // 20)
             load(host, port, [make(i) for i in range(min(count, 200))], clients)  # warm: connections, caches
+            cpu = _cpu_seconds(process.pid)
             results[name] = load(host, port, [make(i) for i in range(count)], clients)
+            results[name]["server_cpu_ms_per_request"] = round((_cpu_seconds(process.pid) - cpu) * 1000 / count, 3)
     finally:
         process.terminate()
         process.wait(15)
@@ -165,10 +176,11 @@ def _table(report: dict) -> str:
     wrote = (f"wrote {report['aggregates']:,} aggregates in {report['write_seconds']} s "
              f"({report['aggregates_per_second']:,}/s)" if report["write_seconds"] else "not written again")
     lines = [f"{report['sink']}: {wrote}; {report['clients']} concurrent clients, {report['workers']} worker(s)",
-             f"{'query':<62} {'req/s':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'not 200':>8}"]
+             f"{'query':<62} {'req/s':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'not 200':>8} {'CPU ms':>7}"]
     for name, q in report["queries"].items():
         lines.append(f"{name:<62} {q['requests_per_second']:>7,} {q['p50_ms']:>8} {q['p95_ms']:>8} {q['p99_ms']:>8} "
-                     f"{q['not_200']:>8}")
+                     f"{q['not_200']:>8} {q['server_cpu_ms_per_request']:>7}")
+    lines.append("CPU ms: the server's CPU time per request, its workers' included (the machine's load leaves it be)")
     return "\n".join(lines)
 
 

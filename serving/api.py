@@ -290,10 +290,23 @@ class _Guard:
 class _RequestMetrics:
     """ASGI middleware: request counts by route template, method and status, and latency."""
 
+    MAX_CACHED = 1024  # (method, route, status) children kept: labels() takes a lock and builds a key each call
+
     def __init__(self, app, requests: Counter, latency: Histogram):
         self.app = app
         self._requests = requests
         self._latency = latency
+        self._children = {}
+
+    def _observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        key = (method, route, status)
+        children = self._children.get(key)
+        if children is None:
+            children = (self._requests.labels(method, route, str(status)), self._latency.labels(method, route))
+            if len(self._children) < self.MAX_CACHED:
+                self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -313,8 +326,7 @@ class _RequestMetrics:
             route = getattr(scope.get("route"), "path_format", None)
             if route is None:
                 route = "/dashboard" if scope["path"].startswith("/dashboard") else "unmatched"
-            self._requests.labels(scope["method"], route, str(status)).inc()
-            self._latency.labels(scope["method"], route).observe(time.perf_counter() - started)
+            self._observe(scope["method"], route, status, time.perf_counter() - started)
 
 
 class _StoreFreshness:
