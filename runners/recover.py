@@ -93,4 +93,18 @@ def run(argv=None) -> dict:
     print(f"{PROG}: sought {subscription} back to {epoch_ms_to_iso(at)} (the sink's newest window: "
           f"{epoch_ms_to_iso(newest) if newest is not None else 'none'}); every message published since is "
           "delivered again; restarting the stream", file=sys.stderr, flush=True)
+    print(f"{PROG}: {follow_up(args, at, now_ms)}", file=sys.stderr, flush=True)
     return stream.run(argv)
+
+
+def follow_up(args, seek_ms: int, now_ms: int) -> str:
+    """The reconcile that restates what a restart cannot: the sliding rankings over minutes that closed before
+    it, and any click the killed stream pulled but had not written whose minute closed before the restart."""
+    window_ms = args.window_seconds * 1000
+    start = seek_ms - seek_ms % MINUTE_MS
+    end = now_ms - now_ms % MINUTE_MS + MINUTE_MS + args.top_sliding_minutes * window_ms
+    raw = f"'{args.archive.rstrip('/')}/*/*.parquet'" if args.archive else "'ARCHIVE/*/*.parquet'"
+    return (f"once {epoch_ms_to_iso(end + args.allowed_lateness_seconds * 1000)} has passed (and the archive's "
+            f"next files are written), restate the minutes around the restart: adclick reconcile --raw {raw} "
+            f"--sink {args.sink} --from {epoch_ms_to_iso(start)} --to {epoch_ms_to_iso(end)} --top-n {args.top_n} "
+            f"--top-sliding-minutes {args.top_sliding_minutes} --restate")
