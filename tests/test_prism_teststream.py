@@ -19,11 +19,11 @@ from apache_beam.utils.timestamp import Duration
 from apache_beam.utils.windowed_value import PaneInfoTiming
 
 from runners import prism
-from tests import test_aggregates, test_hot_keys, test_stream_dedup, test_stream_event_time, test_windowing
+from tests import test_aggregates, test_hot_keys, test_risk, test_stream_dedup, test_stream_event_time, test_windowing
 
 pytestmark = pytest.mark.prism
 
-MODULES = (test_aggregates, test_hot_keys, test_stream_dedup, test_stream_event_time, test_windowing)
+MODULES = (test_aggregates, test_hot_keys, test_risk, test_stream_dedup, test_stream_event_time, test_windowing)
 EXPIRY_PANE = ("Prism fires a LATE pane without new elements when a window with allowed lateness expires "
                "(docs/runners.md, Prism: the expiry pane)")
 NO_EARLY_PANE = ("Prism's TestStream fires no early pane on a processing-time advance when a stateful step comes "
@@ -46,6 +46,9 @@ CASES = (
     test_aggregates.test_a_replay_of_batches_matches_plain_python_counts,
     pytest.param(test_aggregates.test_a_stream_of_clicks_matches_plain_python_counts,
                  marks=pytest.mark.xfail(strict=True, reason=EXPIRY_PANE)),
+    test_risk.test_a_stream_flags_what_a_replay_flags_whatever_the_arrival_order,
+    test_risk.test_a_late_click_is_ranked_after_the_clicks_judged_on_time,
+    test_risk.test_block_lists_alone_need_no_shuffle_and_flag_the_same_in_a_replay_and_a_stream,
 )
 
 

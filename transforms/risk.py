@@ -40,7 +40,7 @@ from apache_beam.transforms import trigger
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.transforms.window import FixedWindows, GlobalWindows, TimestampedValue
-from apache_beam.utils.timestamp import Duration
+from apache_beam.utils.timestamp import Duration, Timestamp
 
 from pipelines.config import BLOCKED_IP, BLOCKED_USER, RATE_DIMENSIONS, RateRule, RiskConfig
 from transforms.packed import pack, unpack
@@ -271,8 +271,15 @@ class _BlockFn(beam.DoFn):
         yield beam.pvalue.TaggedOutput(FLAGGED, flagged(*verdict, click))
 
 
+def _with_minute(key_and_clicks, window=beam.DoFn.WindowParam):
+    """A minute's pane, keyed by its minute too: the count is kept per key in the global window (Prism
+    drops a window's state once the watermark passes its end, allowed lateness or not)."""
+    (value, ad_id), clicks = key_and_clicks
+    yield (value, ad_id, window.start.micros // 1000), clicks
+
+
 class _RankInMinuteFn(beam.DoFn):
-    """Per (value, ad) and minute: ranks each pane's clicks after the ones already judged, and flags
+    """Per (value, ad, minute): ranks each pane's clicks after the ones already judged, and flags
     each from the (K+1)-th on that no earlier rule flagged. Each output keeps its click_ts as timestamp."""
 
     JUDGED = ReadModifyWriteStateSpec("judged", VarIntCoder())
@@ -280,11 +287,10 @@ class _RankInMinuteFn(beam.DoFn):
 
     def __init__(self, rule: RateRule, lateness_seconds: int):
         self._rule = rule
-        self._lateness = Duration(seconds=lateness_seconds)
+        self._lateness_ms = lateness_seconds * 1000
 
-    def process(self, key_and_clicks, window=beam.DoFn.WindowParam, judged=beam.DoFn.StateParam(JUDGED),
-                forget=beam.DoFn.TimerParam(FORGET)):
-        (value, ad_id), clicks = key_and_clicks
+    def process(self, key_and_clicks, judged=beam.DoFn.StateParam(JUDGED), forget=beam.DoFn.TimerParam(FORGET)):
+        (value, ad_id, minute), clicks = key_and_clicks
         before = judged.read() or 0
         ordered = sorted(clicks, key=lambda click_verdict: (click_verdict[0].click_ts, click_verdict[0].event_id))
         for rank, (click, verdict) in enumerate(ordered, before):
@@ -292,7 +298,7 @@ class _RankInMinuteFn(beam.DoFn):
                 verdict = self._rule.name, rate_detail(self._rule, value, ad_id, click.click_ts, rank)
             yield TimestampedValue((click, verdict), click.click_ts / 1000)
         judged.write(before + len(ordered))
-        forget.set(window.max_timestamp() + self._lateness)
+        forget.set(Timestamp(micros=(minute + MINUTE_MS + self._lateness_ms) * 1000))
 
     @on_timer(FORGET)
     def forget_minute(self, judged=beam.DoFn.StateParam(JUDGED)):
@@ -316,18 +322,19 @@ class _RateInStream(beam.PTransform):
                 return beam.pvalue.TaggedOutput("unranked", click_verdict)
             return (value, click_verdict[0].ad_id), click_verdict
 
-        split = (judged
-                 | "Minutes" >> beam.WindowInto(
-                     FixedWindows(MINUTE_MS // 1000), trigger=trigger.AfterWatermark(late=trigger.AfterCount(1)),
-                     accumulation_mode=trigger.AccumulationMode.DISCARDING,
-                     allowed_lateness=Duration(seconds=self._lateness_seconds))
-                 | "Key" >> beam.Map(keyed).with_output_types(Tuple[Tuple[str, str], Any])
-                 .with_outputs("unranked", main="keyed"))
+        split = judged | "Key" >> beam.Map(keyed).with_output_types(Tuple[Tuple[str, str], Any]).with_outputs(
+            "unranked", main="keyed")
         ranked = (
             split.keyed
+            | "Minutes" >> beam.WindowInto(
+                FixedWindows(MINUTE_MS // 1000), trigger=trigger.AfterWatermark(late=trigger.AfterCount(1)),
+                accumulation_mode=trigger.AccumulationMode.DISCARDING,
+                allowed_lateness=Duration(seconds=self._lateness_seconds))
             | "GatherMinute" >> beam.GroupByKey()
+            | "KeyByMinute" >> beam.ParDo(_with_minute)
+            | "OutOfMinutes" >> beam.WindowInto(GlobalWindows())
             | "Rank" >> beam.ParDo(_RankInMinuteFn(self._rule, self._lateness_seconds))
-            .with_input_types(Tuple[Tuple[str, str], Any]))
+            .with_input_types(Tuple[Tuple[str, str, int], Any]))
         return (ranked, split.unranked) | "Judged" >> beam.Flatten()
 
 
@@ -498,7 +505,5 @@ class RiskFilter(beam.PTransform):
         for rule in config.rates:
             judged = judged | f"Rate_{rule.name}" >> _RateInStream(rule, self._lateness_seconds)
         verdicts = judged | "SplitVerdicts" >> beam.ParDo(_SplitVerdictsFn(config)).with_outputs(FLAGGED, main=VALID)
-        # Out of the rate rules' minutes, as the other steps' set-aside clicks are.
-        rated_flagged = verdicts[FLAGGED] | "GlobalWindow" >> beam.WindowInto(GlobalWindows())
-        flagged_clicks = (listed[FLAGGED], rated_flagged) | "AllFlagged" >> beam.Flatten()
+        flagged_clicks = (listed[FLAGGED], verdicts[FLAGGED]) | "AllFlagged" >> beam.Flatten()
         return {VALID: verdicts[VALID], FLAGGED: flagged_clicks}
