@@ -30,6 +30,9 @@ NO_EARLY_PANE = ("Prism's TestStream fires no early pane on a processing-time ad
                  "before the window (docs/runners.md, Prism: early panes)")
 FANOUT_LOSES_LATE = ("Prism loses a late element behind CombinePerKey's hot-key fanout: the late pane repeats the "
                      "on-time count (docs/runners.md, Prism: hot-key fanout)")
+LATE_STATE_LOST = ("Prism drops a window's user state once the watermark passes the window's end, before its "
+                   "allowed lateness is over: a late pane's step finds it empty (transforms/risk.py keeps its "
+                   "counts in the global window)")
 CASES = (
     pytest.param(
         test_stream_event_time.test_early_on_time_and_late_panes_accumulate_and_too_late_clicks_are_set_aside,
@@ -164,4 +167,30 @@ def test_a_late_element_reaches_the_late_pane_through_a_hot_key_fanout_on_prism(
              | beam.Map(lambda element: ("k", 1)) | beam.CombinePerKey(sum).with_hot_key_fanout(fanout)
              | beam.ParDo(_Panes()))
     assert_that(panes, equal_to([(1, PaneInfoTiming.ON_TIME), (2, PaneInfoTiming.LATE)]))
+    pipeline.run().wait_until_finish()
+
+
+class _CountSoFar(beam.DoFn):
+    SEEN = ReadModifyWriteStateSpec("seen", VarIntCoder())
+
+    def process(self, key_values, seen=beam.DoFn.StateParam(SEEN)):
+        before = seen.read() or 0
+        values = list(key_values[1])
+        seen.write(before + len(values))
+        yield before, sorted(values)
+
+
+@pytest.mark.parametrize("runner", prism_xfail(LATE_STATE_LOST))
+def test_a_late_pane_finds_the_state_its_window_left(runner):
+    stream = (TestStream().advance_watermark_to(0)
+              .add_elements([window.TimestampedValue(("k", second), second) for second in (10, 20, 30)])
+              .advance_watermark_to(90).add_elements([window.TimestampedValue(("k", 5), 5)])
+              .advance_watermark_to_infinity())
+    pipeline = beam.Pipeline(options=on_prism() if runner == "prism" else PipelineOptions(streaming=True))
+    seen = (pipeline | stream
+            | beam.WindowInto(window.FixedWindows(60), trigger=trigger.AfterWatermark(late=trigger.AfterCount(1)),
+                              accumulation_mode=trigger.AccumulationMode.DISCARDING,
+                              allowed_lateness=Duration(seconds=600))
+            | beam.GroupByKey() | beam.ParDo(_CountSoFar()))
+    assert_that(seen | beam.Filter(lambda before_values: before_values[1]), equal_to([(0, [10, 20, 30]), (3, [5])]))
     pipeline.run().wait_until_finish()
