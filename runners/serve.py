@@ -9,6 +9,7 @@ import socket
 import stat
 import sys
 
+from serving import health
 from serving.api import DEFAULT_LIMITS, Limits
 
 BACKLOG = 2048  # uvicorn's default
@@ -43,6 +44,7 @@ def parser() -> argparse.ArgumentParser:
         parser.add_argument(option, type=int, default=getattr(DEFAULT_LIMITS, field),
                             help=f"{meaning} (default: %(default)s)")
     parser.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    health.add_arguments(parser)
     return parser
 
 
@@ -113,7 +115,8 @@ def worker_app():
     from serving.api import create_app
     spec = json.loads(os.environ[WORKER_ENV])
     token = read_token(spec["token_file"]) if spec["token_file"] else None
-    return create_app(_open(spec["sink"]), limits=Limits(**spec["limits"]), token=token)
+    store = _open(spec["sink"])
+    return health.include(create_app(store, limits=Limits(**spec["limits"]), token=token), store, spec["metrics_url"])
 
 
 def run(argv=None) -> None:
@@ -137,13 +140,13 @@ def run(argv=None) -> None:
               + (" (bearer token required)" if token else ""), flush=True)
         settings = dict(host=host, port=port, log_level=args.log_level, access_log=args.log_level == "debug")
         if args.workers == 1:
-            app = create_app(store, limits=limits, token=token)
+            app = health.include(create_app(store, limits=limits, token=token), store, args.metrics_url)
             uvicorn.Server(uvicorn.Config(app, **settings)).run(sockets=[sock])
             return
         from uvicorn.supervisors import Multiprocess
         store.close()  # each worker opens its own
         os.environ[WORKER_ENV] = json.dumps({"sink": args.sink, "limits": dataclasses.asdict(limits),
-                                             "token_file": args.auth_token_file})
+                                             "token_file": args.auth_token_file, "metrics_url": args.metrics_url})
         config = uvicorn.Config("runners.serve:worker_app", factory=True, workers=args.workers, **settings)
         Multiprocess(config, sockets=[sock]).run()
     finally:

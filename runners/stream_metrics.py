@@ -33,7 +33,7 @@ PREFIX = "adclick"
 FLAGGED_PREFIX = "flagged."
 OFFSET_PREFIX = "source.offset."  # + TOPIC-PARTITION: a distribution whose max is the newest offset read
 WATERMARK = "source.watermark_ms"  # a distribution whose max is the newest watermark the probe saw
-COMPLETE_MINUTE = "sink.complete_minute_ms"  # max: the newest window whose on-time pane reached the sink
+COMPLETE_MINUTE = "sink.complete_minute_ms"  # max: the newest window whose on-time or a late pane reached the sink
 NEWEST_MINUTE = "sink.newest_minute_ms"  # max: the newest window any pane of reached the sink
 LATE_PANES = "sink.late_panes"
 LATENCY = "sink.latency_ms"  # a distribution: sum and count of the latencies the buckets count
@@ -118,8 +118,9 @@ class MeasureSource(beam.PTransform):
 
 
 class _MeasurePanes(beam.DoFn):
-    """Per-ad rows on their way into the sink: the newest minute, the newest complete one (its on-time pane,
-    fired when the watermark passed its end) and how long after its end that was, and the late panes."""
+    """Per-ad rows on their way into the sink: the newest minute, the newest complete one (the watermark has
+    passed its end: its on-time pane, or a late one where the watermark ran ahead of the minute's clicks), how
+    long after its end an on-time pane came, and the late panes."""
 
     def setup(self):
         self._complete = Metrics.distribution(NAMESPACE, COMPLETE_MINUTE)
@@ -131,8 +132,9 @@ class _MeasurePanes(beam.DoFn):
 
     def process(self, row, window=beam.DoFn.WindowParam, pane=beam.DoFn.PaneInfoParam):
         self._newest.update(row.window_start)
-        if pane.timing == PaneInfoTiming.LATE:
+        if pane.timing == PaneInfoTiming.LATE:  # the watermark had passed the minute before its clicks came
             self._late.inc()
+            self._complete.update(row.window_start)
         elif pane.timing == PaneInfoTiming.ON_TIME:
             self._complete.update(row.window_start)
             latency_ms = max(0, int(time.time() * 1000) - window.end.micros // 1000)
@@ -269,8 +271,8 @@ class StreamCollector:
         yield histogram
 
         for name, key, meaning, end in (
-                ("sink_complete_minute", COMPLETE_MINUTE, "start of the newest minute whose on-time pane reached "
-                 "the sink", True),
+                ("sink_complete_minute", COMPLETE_MINUTE, "start of the newest minute the watermark has passed "
+                 "(its on-time or a late pane reached the sink)", True),
                 ("sink_newest_minute", NEWEST_MINUTE, "start of the newest minute any pane of reached the sink",
                  False)):
             if key in spread:
