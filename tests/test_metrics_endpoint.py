@@ -39,3 +39,14 @@ def test_a_busy_port_is_one_line():
 def test_a_port_out_of_range_is_one_line():
     with pytest.raises(SystemExit, match=r"^adclick stream: --metrics-port 70000 is not a TCP port \(0..65535\)$"):
         Exporter("127.0.0.1", 70000, 60, None)
+
+
+@pytest.mark.parametrize("q, buckets, expected", [
+    (0.5, [(1.0, 0), (2.0, 10), (5.0, 20), (float("inf"), 20)], 2.0),  # the rank at a bucket's top: its bound
+    (0.75, [(1.0, 0), (2.0, 10), (5.0, 20), (float("inf"), 20)], 3.5),  # halfway into (2, 5]
+    (0.5, [(1.0, 4), (float("inf"), 8)], 1.0),  # in +Inf: the highest finite bound, as Prometheus answers
+    (0.5, [(1.0, 0), (float("inf"), 0)], None),  # nothing observed
+])
+def test_the_dashboards_latency_quantile_is_prometheus_histogram_quantile(q, buckets, expected):
+    from serving.health import quantile
+    assert quantile(q, buckets) == expected
