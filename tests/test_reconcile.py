@@ -276,3 +276,13 @@ def test_restate_on_bigtable_counts_a_click_only_the_archive_holds(log, tmp_path
     assert status == 0 and bigtable_tables(bigtable_url) == tables_of(truth + [late_event])
     status, report = run_reconcile(log, bigtable_url, tmp_path, raw=raw)
     assert (status, report["differences"]) == (0, [])
+
+
+@pytest.mark.bigtable
+def test_a_missing_bigtable_table_is_one_line(log, bigtable_emulator):
+    from tests.servers.bigtable import new_table_url
+    url = new_table_url("missing")
+    with pytest.raises(SystemExit) as stop:
+        reconcile.run(["--raw", str(log / "clicks-*"), "--sink", url, "--from", str(FIRST), "--to", str(END)])
+    assert stop.value.code.startswith(f"adclick reconcile: Bigtable table {url} does not exist")
+    assert "\n" not in stop.value.code
