@@ -44,6 +44,17 @@ def own_emulator():
         stop_emulator(process)
 
 
+def freeze(pid: int) -> None:
+    """SIGSTOP, then wait until every thread is stopped: the signal is asynchronous, and a thread still running
+    could answer one more request."""
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + 10
+    while not all(Path(task, "stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+                  for task in Path(f"/proc/{pid}/task").iterdir()):
+        assert time.monotonic() < deadline, "the emulator did not stop"
+        time.sleep(0.01)
+
+
 def bigtable_tables(url: str) -> dict:
     """The table's cells as the four tables of tests/stream_truth.sink_tables, and whether its `min#` rows mirror
     its `ad#` rows (mid-write, one of the two cells of a count may be written and not yet the other)."""
@@ -96,7 +107,7 @@ def test_a_stream_outlives_a_bigtable_frozen_for_20_s(own_emulator, pubsub_topic
     try:
         wait_for(lambda: bigtable_tables(url)["clicks_per_minute"], "the first panes",
                  detail=lambda: db_log.read_text(errors="replace")[-2000:])
-        os.kill(emulator.pid, signal.SIGSTOP)
+        freeze(emulator.pid)
         frozen_at = time.monotonic()
         second = publish(iter(during), PubSubPublisher(topic))  # the stream reads on while its sink is frozen
         time.sleep(max(0.0, FREEZE_SECONDS - (time.monotonic() - frozen_at)))
@@ -136,7 +147,7 @@ def test_a_write_fails_in_one_line_at_once_on_a_permanent_error_and_at_the_deadl
     with pytest.raises(bigtable.BigtableWriteError, match=permanent):
         bigtable.write_rows(missing, rows, "missing")
     table = bigtable.client(ref.project).instance(ref.instance).table(ref.table)
-    os.kill(emulator.pid, signal.SIGSTOP)
+    freeze(emulator.pid)
     try:
         transient = rf"^Bigtable table {url}: 2 writes still failing after 3 s of retries: DEADLINE_EXCEEDED"
         with pytest.raises(bigtable.BigtableWriteError, match=transient):

@@ -17,11 +17,11 @@ import pytest
 from loadgen.generator import GeneratorConfig
 from loadgen.publish import emissions_around_now, publish
 from runners import broker
+from tests.metrics_cases import accounted, dead_letters, metrics_url, one, scrape
 from tests.pubsub_cases import wait_for
 from tests.servers import free_port, stop_group
 from tests.stream_truth import expected_tables, sink_tables
 from tests.test_kafka_prism_stream import RoundRobinPublisher
-from tests.test_stream_metrics import ENDPOINT, accounted, dead_letters, one, scrape
 
 pytestmark = [pytest.mark.faults, pytest.mark.kafka, pytest.mark.prism, pytest.mark.slow]
 
@@ -116,7 +116,7 @@ def test_a_kafka_stream_outlives_its_broker_killed_and_restarted(own_broker, tmp
         read, malformed = first.read + second.read, first.malformed + second.malformed
         wait_for(lambda: sum(dead_letter_reasons(dead).values()) == malformed, "the dead letters",
                  seconds=WAIT_SECONDS, detail=lambda: dead_letter_reasons(dead))
-        endpoint = ENDPOINT.search(log_path.read_text(errors="replace")).group(1)
+        endpoint = metrics_url(stream, log_path)
         samples = {}
 
         def every_record_accounted() -> bool:
