@@ -44,7 +44,7 @@ def test_a_port_out_of_range_is_one_line():
 @pytest.mark.parametrize("q, buckets, expected", [
     (0.5, [(1.0, 0), (2.0, 10), (5.0, 20), (float("inf"), 20)], 2.0),  # the rank at a bucket's top: its bound
     (0.75, [(1.0, 0), (2.0, 10), (5.0, 20), (float("inf"), 20)], 3.5),  # halfway into (2, 5]
-    (0.5, [(1.0, 4), (float("inf"), 8)], 1.0),  # in +Inf: the highest finite bound, as Prometheus answers
+    (0.75, [(1.0, 4), (float("inf"), 8)], 1.0),  # in +Inf: the highest finite bound, as Prometheus answers
     (0.5, [(1.0, 0), (float("inf"), 0)], None),  # nothing observed
 ])
 def test_the_dashboards_latency_quantile_is_prometheus_histogram_quantile(q, buckets, expected):
