@@ -313,6 +313,10 @@ class ReadRawLogs(beam.PTransform):
             pbegin
             | "Patterns" >> beam.Create(self._patterns)
             | "Match" >> fileio.MatchAll()
+            # Patterns that overlap ('logs/*' and 'logs/a*') match a file twice: it is read once.
+            | "ByPath" >> beam.Map(lambda metadata: (metadata.path, metadata))
+            | "EachFileOnce" >> beam.CombinePerKey(lambda matches: next(iter(matches)))
+            | "Files" >> beam.Values()
             | "SpreadFiles" >> beam.Reshuffle()
             | "Open" >> fileio.ReadMatches()
             | "Read" >> beam.ParDo(ReadLogFileFn(self._format)))
