@@ -41,7 +41,7 @@ FIRST_COPY_ORDER = [(name, "ascending", "at_start")
                     for name in ("event_id", "click_ts", "receive_ts", "ad_id", "country", "user_id", "ip")]
 
 
-class _ShardByEventId(beam.DoFn):
+class ShardByEventId(beam.DoFn):
     """Splits a batch of clicks into (shard, packed batch) by event_id, keeping event_id and
     `columns` (all if None).
 
@@ -80,7 +80,7 @@ class _ShardByEventId(beam.DoFn):
         self._spilled = {}
 
 
-def _unpacked(parts) -> Iterator[pa.Table]:
+def unpacked(parts) -> Iterator[pa.Table]:
     """The batches of a shard: packed bytes, or the paths of files of them."""
     for part in parts:
         if isinstance(part, bytes):
@@ -100,7 +100,7 @@ class _FirstCopies(beam.DoFn):
 
     def process(self, shard_and_parts):
         _, parts = shard_and_parts
-        clicks = pa.concat_tables(_unpacked(parts)).combine_chunks()
+        clicks = pa.concat_tables(unpacked(parts)).combine_chunks()
         # Most events come once: only the rows of an event_id seen more than once are sorted.
         ids = pc.dictionary_encode(clicks["event_id"]).chunk(0).indices.to_numpy()
         repeated = np.bincount(ids)[ids] > 1
@@ -220,6 +220,6 @@ class DedupByEventId(beam.PTransform):
                 .with_input_types(Tuple[Tuple[int, int], Any]))
         return (
             clicks
-            | "ShardByEventId" >> beam.ParDo(_ShardByEventId(self._shards, self._columns, self._spill_dir))
+            | "ShardByEventId" >> beam.ParDo(ShardByEventId(self._shards, self._columns, self._spill_dir))
             | "GatherShards" >> beam.GroupByKey()
             | "FirstCopies" >> beam.ParDo(_FirstCopies()))
