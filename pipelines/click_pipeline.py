@@ -53,7 +53,7 @@ def build_pipeline(
         shards_per_bucket=stream.dedup_shards_per_bucket, per_key=stream.dedup_per_key,
         columns=columns, spill_dir=config.spill_dir)
     if config.risk:
-        judged = unique | "Risk" >> RiskFilter(config.risk, window.allowed_lateness_seconds)
+        judged = unique | "Risk" >> RiskFilter(config.risk, window.allowed_lateness_seconds, spill_dir=config.spill_dir)
         unique = judged[VALID]
         if flagged_sink is not None:
             judged[FLAGGED] | "WriteFlagged" >> flagged_sink

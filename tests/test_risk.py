@@ -106,14 +106,16 @@ def test_the_command_line_refuses_a_bad_rules_file_in_one_line(tmp_path):
 
 # A replay's batches and a stream's elements: the same flags ----------------------------------------------------
 
-def test_a_replay_flags_exactly_the_clicks_the_rules_name():
+@pytest.mark.parametrize("spilled", [False, True])
+def test_a_replay_flags_exactly_the_clicks_the_rules_name(spilled, tmp_path):
     clicks = abusive_clicks(T0)
     truth = truth_of(clicks)
     assert set(truth.values()) == {"blocked_ip", "blocked_user", "user_rate", "ip_rate"}  # every rule bites
     random.Random(1).shuffle(clicks)
     batches = [pa.Table.from_pylist(clicks[i:i + 60], schema=CLICK_SCHEMA) for i in range(0, len(clicks), 60)]
     with beam.Pipeline() as pipeline:
-        judged = pipeline | beam.Create(batches) | RiskFilter(RULES, 600, shards=3)
+        judged = pipeline | beam.Create(batches) | RiskFilter(RULES, 600, shards=3,
+                                                              spill_dir=str(tmp_path) if spilled else None)
         assert_that(judged[VALID] | beam.FlatMap(lambda table: table["event_id"].to_pylist()),
                     equal_to(sorted({c["event_id"] for c in clicks} - set(truth))), label="Billed")
         assert_that(judged[FLAGGED] | beam.Map(lambda f: (f.event_id, f.rule)), equal_to(sorted(truth.items())),

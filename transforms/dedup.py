@@ -59,10 +59,14 @@ class ShardByEventId(beam.DoFn):
     def start_bundle(self):
         self._spilled = {}
 
+    def shard_of_rows(self, clicks: pa.Table) -> np.ndarray:
+        """Each row's shard (the risk filter's shuffle shards by other columns)."""
+        return event_id_hashes(clicks["event_id"]) % np.uint64(self._shards)
+
     def process(self, clicks: pa.Table):
         if self._columns is not None:
             clicks = clicks.select(["event_id"] + [name for name in self._columns if name != "event_id"])
-        shard_of_row = event_id_hashes(clicks["event_id"]) % np.uint64(self._shards)
+        shard_of_row = self.shard_of_rows(clicks)
         for shard in np.unique(shard_of_row).tolist():
             packed = pack(clicks.take(np.flatnonzero(shard_of_row == shard)))
             if self._spill_dir is None:

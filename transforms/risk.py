@@ -43,7 +43,7 @@ from apache_beam.transforms.window import FixedWindows, GlobalWindows, Timestamp
 from apache_beam.utils.timestamp import Duration, Timestamp
 
 from pipelines.config import BLOCKED_IP, BLOCKED_USER, RATE_DIMENSIONS, RateRule, RiskConfig
-from transforms.packed import pack, unpack
+from transforms.dedup import ShardByEventId, unpacked
 from transforms.parse import VALID
 from transforms.records import MINUTE_MS, Click, epoch_ms_to_iso, event_id_hashes, minute_start
 from transforms.windowing import LATENESS_GRACE_SECONDS
@@ -392,17 +392,16 @@ def _codes(column) -> np.ndarray:
     return pc.fill_null(pc.dictionary_encode(column).indices, -1).to_numpy(zero_copy_only=False)
 
 
-class _ShardByAdMinute(beam.DoFn):
-    """A batch -> (shard, packed rows) by (ad_id, minute): a shard holds every click of its groups."""
+class _ShardByAdMinute(ShardByEventId):
+    """A batch -> (shard, packed rows) by (ad_id, minute): a shard holds every click of its groups. With
+    `spill_dir`, as the dedup's shuffle, the batches wait in files there."""
 
-    def __init__(self, shards: int):
-        self._shards = shards
+    def __init__(self, shards: int, spill_dir: Optional[str]):
+        super().__init__(shards, None, spill_dir)
 
-    def process(self, clicks: pa.Table):
+    def shard_of_rows(self, clicks: pa.Table) -> np.ndarray:
         minutes = (_minutes(clicks) // MINUTE_MS).astype(np.uint64)
-        shard_of_row = (event_id_hashes(clicks["ad_id"]) + minutes) % np.uint64(self._shards)
-        for shard in np.unique(shard_of_row).tolist():
-            yield shard, pack(clicks.take(np.flatnonzero(shard_of_row == shard)))
+        return (event_id_hashes(clicks["ad_id"]) + minutes) % np.uint64(self._shards)
 
 
 def dense_codes(*keys: np.ndarray) -> np.ndarray:
@@ -440,7 +439,7 @@ class _JudgeShardFn(beam.DoFn):
 
     def process(self, shard_and_parts):
         _, parts = shard_and_parts
-        clicks = pa.concat_tables(map(unpack, parts)).combine_chunks()
+        clicks = pa.concat_tables(unpacked(parts)).combine_chunks()
         click_ts = clicks["click_ts"].to_numpy()
         minutes = np.unique(click_ts // MINUTE_MS, return_inverse=True)[1].reshape(-1)
         ads_in_minutes = dense_codes(_codes(clicks["ad_id"]), minutes)
@@ -477,14 +476,17 @@ class RiskFilter(beam.PTransform):
     """Unique clicks -> the billed ones (main output `valid`) and FlaggedClick (output `flagged`).
 
     Bounded input (Arrow batches with every Click column): exact, rate rules over a shuffle by
-    (ad, minute) into `shards`. Unbounded input (one Click per element, stamped with its click_ts):
-    a GroupByKey per rate rule releases each minute once the watermark passes it;
-    `allowed_lateness_seconds` is the DAG's, for which a minute's count is kept.
+    (ad, minute) into `shards`, waiting in files in `spill_dir` if given (as the dedup's).
+    Unbounded input (one Click per element, stamped with its click_ts): a GroupByKey per rate
+    rule releases each minute once the watermark passes it; `allowed_lateness_seconds` is the
+    DAG's, for which a minute's count is kept.
     """
 
-    def __init__(self, config: RiskConfig, allowed_lateness_seconds: int, shards: int = DEFAULT_SHARDS):
+    def __init__(self, config: RiskConfig, allowed_lateness_seconds: int, shards: int = DEFAULT_SHARDS,
+                 spill_dir: Optional[str] = None):
         super().__init__()
         self._config = config
+        self._spill_dir = spill_dir
         self._lateness_seconds = allowed_lateness_seconds + LATENESS_GRACE_SECONDS
         self._shards = shards
 
@@ -495,7 +497,7 @@ class RiskFilter(beam.PTransform):
             if not config.rates:
                 return {VALID: listed[VALID], FLAGGED: listed[FLAGGED]}
             rated = (listed[VALID]
-                     | "ShardByAdMinute" >> beam.ParDo(_ShardByAdMinute(self._shards))
+                     | "ShardByAdMinute" >> beam.ParDo(_ShardByAdMinute(self._shards, self._spill_dir))
                      | "GatherShards" >> beam.GroupByKey()
                      | "Rates" >> beam.ParDo(_JudgeShardFn(config)).with_outputs(FLAGGED, main=VALID))
             flagged_clicks = (listed[FLAGGED], rated[FLAGGED]) | "AllFlagged" >> beam.Flatten()
