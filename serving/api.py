@@ -18,7 +18,7 @@ import re
 import time
 from collections import OrderedDict
 from pathlib import Path as FilePath
-from typing import Callable, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import orjson
 import pycountry
@@ -422,32 +422,38 @@ class _Reads:
         self._inline = store.reads_inline
         self._version = None  # the store's data_version the sums below were read at
         self._sums: "OrderedDict[tuple, asyncio.Future]" = OrderedDict()
+        self._running: Dict[tuple, asyncio.Future] = {}  # the sums being read, for a store without a version
 
     async def ranked(self, start: int, end: int, filter_text: Optional[str], count: int):
-        """store.ranked (every ad of every minute summed: milliseconds or more) in the thread pool, once per data
-        version for every request that asks for the same sums meanwhile: a commit to the store, a replay's or a
-        stream's, changes the version and empties the cache, so no answer is older than its request's arrival.
-        A store without a version (Bigtable) sums for every request."""
+        """store.ranked (every ad of every minute summed: milliseconds to seconds) in the thread pool, shared by
+        the requests that ask for the same sums. On SQLite a sum is kept per data version: a commit to the store
+        (a replay's, a stream's, a restatement's) changes the version and empties the cache, so no answer is
+        older than its request. A store without a version (Bigtable) keeps nothing: only requests arriving while
+        the same sum runs share it, so an answer is at most one sum's duration older than its request."""
+        key = (start, end, filter_text, count)
         version = self.store.data_version() if self._inline else None
         if version is None:
-            return await run_in_threadpool(self.store.ranked, start, end, filter_text, count)
-        if version != self._version:
-            self._version = version
-            self._sums.clear()
-        key = (start, end, filter_text, count)
-        summing = self._sums.get(key)
+            sums, keep = self._running, False
+        else:
+            if version != self._version:
+                self._version = version
+                self._sums.clear()
+            sums, keep = self._sums, True
+        summing = sums.get(key)
         if summing is None:
             summing = asyncio.ensure_future(run_in_threadpool(self.store.ranked, start, end, filter_text, count))
-            self._sums[key] = summing
-            if len(self._sums) > RANKED_CACHE_SIZE:
-                self._sums.popitem(last=False)
-        else:
-            self._sums.move_to_end(key)
+            sums[key] = summing
+            if keep and len(sums) > RANKED_CACHE_SIZE:
+                sums.popitem(last=False)
+            if not keep:
+                summing.add_done_callback(lambda done: sums.pop(key) if sums.get(key) is done else None)
+        elif keep:
+            sums.move_to_end(key)
         try:
             return await asyncio.shield(summing)  # a request that goes away leaves the sum to the others
         except Exception:
-            if self._sums.get(key) is summing:
-                del self._sums[key]  # a failure (503) is not kept: the next request reads again
+            if sums.get(key) is summing:
+                del sums[key]  # a failure (503) is not kept: the next request reads again
             raise
 
     async def run(self, function, *args):

@@ -44,3 +44,25 @@ def test_a_commit_by_another_connection_is_seen_by_the_next_request(db):
         totals["b"] += 100
         assert answer(client) == sorted(totals.items(), key=lambda item: (-item[1], item[0]))[:5]
     store.close()
+
+
+def test_concurrent_askers_of_the_same_sums_get_the_right_answer(loaded_sink):
+    """Twelve requests for the same summed ranking at once (they share one sum on either store), and others."""
+    import asyncio
+
+    import httpx
+    store = open_store(loaded_sink)
+    app = create_app(store, clock=lambda: (T0 + 10 * MINUTE) / 1000)
+    asked = [("country=US", 3)] * 12 + [("country=JP", 2), (None, 2), ("country=US", 2)] * 2
+
+    async def ask_all():
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+            return await asyncio.gather(*(client.get("/v1/ads/popular_ads", params={
+                "at": T0 + 2 * MINUTE, "window": window, "count": 5} | ({"filter": text} if text else {}))
+                for text, window in asked))
+
+    answers = asyncio.run(ask_all())
+    for (text, window), response in zip(asked, answers):
+        top = expected_top(T0 + (3 - window) * MINUTE, T0 + 3 * MINUTE, text, 5)
+        assert list(zip(response.json()["ad_ids"], response.json()["counts"])) == top, (text, window)
+    store.close()
