@@ -89,6 +89,7 @@ def test_the_panel_shows_a_running_streams_health_and_follows_it(pubsub_topic, p
 
 
 @pytest.mark.browser
+@pytest.mark.metrics
 def test_without_a_stream_the_panel_shows_the_sinks_newest_minute_and_a_stream_that_is_down(page, tmp_path):
     db = tmp_path / "clicks.db"
     load(sink_for(f"sqlite:///{db}"), tmp_path / "dead.jsonl")
