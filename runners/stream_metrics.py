@@ -39,7 +39,7 @@ LATE_PANES = "sink.late_panes"
 LATENCY = "sink.latency_ms"  # a distribution: sum and count of the latencies the buckets count
 LATENCY_BUCKET = "sink.latency.le."  # + bound in seconds or `inf`: one counter per histogram bucket
 LATENCY_BOUNDS = (1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200)
-END_OF_TIME_MS = 2 ** 62 // 1000  # beyond any real watermark: a drained stream's last probes
+AHEAD_MS = 86_400_000  # a watermark further ahead of now is a drain's (it moves to the end of time)
 KAFKA_TIMEOUT_SECONDS = 2
 
 
@@ -283,7 +283,7 @@ class StreamCollector:
                                  _seconds(now_ms - spread[key][3] - self._window_ms))
         if WATERMARK in spread:
             watermark = spread[WATERMARK][3]
-            if watermark < END_OF_TIME_MS:  # a drain moves it to the end of time
+            if watermark <= now_ms + AHEAD_MS:
                 yield _gauge(GaugeMetricFamily, "watermark_timestamp_seconds", "the source's watermark",
                              _seconds(watermark))
                 yield _gauge(GaugeMetricFamily, "watermark_lag_seconds", "how far the watermark is behind now",
