@@ -10,17 +10,17 @@ import stat
 import sys
 
 from serving import health
-from serving.api import DEFAULT_LIMITS, Limits
+from serving.api import DEFAULT_LIMITS, Limits, option_of
 
 BACKLOG = 2048  # uvicorn's default
 MIN_TOKEN_LENGTH = 16
 WORKER_ENV = "ADCLICK_SERVE_WORKER"  # what a worker process of --workers N serves, as JSON
-_LIMIT_OPTIONS = {  # option: (Limits field, help)
-    "--max-count": ("max_count", "most ads popular_ads answers with"),
-    "--max-window-minutes": ("max_window_minutes", "largest `window` popular_ads accepts; its cost grows with it"),
-    "--max-range-minutes": ("max_range_minutes", "longest from..to aggregated_count accepts"),
-    "--max-url-length": ("max_url_length", "longest path and query in bytes; longer: 414"),
-    "--max-in-flight": ("max_in_flight", "requests answered at once by each worker; beyond: 503 with Retry-After"),
+LIMIT_HELP = {  # the Limits field each option sets (serving.api.option_of names it), and what it bounds
+    "max_count": "most ads popular_ads answers with",
+    "max_window_minutes": "largest `window` popular_ads accepts; its cost grows with it",
+    "max_range_minutes": "longest from..to aggregated_count accepts",
+    "max_url_length": "longest path and query in bytes; longer: 414",
+    "max_in_flight": "requests answered at once by each worker; beyond: 503 with Retry-After",
 }
 
 
@@ -40,8 +40,8 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=1,
                         help="uvicorn worker processes sharing the port (default: %(default)s; each has its own "
                              "/metrics counters)")
-    for option, (field, meaning) in _LIMIT_OPTIONS.items():
-        parser.add_argument(option, type=int, default=getattr(DEFAULT_LIMITS, field),
+    for field, meaning in LIMIT_HELP.items():
+        parser.add_argument(option_of(field).split()[-1], type=int, default=getattr(DEFAULT_LIMITS, field),
                             help=f"{meaning} (default: %(default)s)")
     parser.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     health.add_arguments(parser)
@@ -50,10 +50,10 @@ def parser() -> argparse.ArgumentParser:
 
 def limits_of(args) -> Limits:
     """The limits the options set, each at least 1."""
-    for option, (field, _) in _LIMIT_OPTIONS.items():
+    for field in LIMIT_HELP:
         if getattr(args, field) < 1:
-            sys.exit(f"adclick serve: {option} must be at least 1, got {getattr(args, field)}")
-    return dataclasses.replace(DEFAULT_LIMITS, **{field: getattr(args, field) for field, _ in _LIMIT_OPTIONS.values()})
+            sys.exit(f"adclick serve: {option_of(field).split()[-1]} must be at least 1, got {getattr(args, field)}")
+    return dataclasses.replace(DEFAULT_LIMITS, **{field: getattr(args, field) for field in LIMIT_HELP})
 
 
 def is_loopback(host: str) -> bool:

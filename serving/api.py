@@ -69,6 +69,13 @@ class Limits:
 
 
 DEFAULT_LIMITS = Limits()
+
+
+def option_of(limit: str) -> str:
+    """The `adclick serve` option that sets a Limits field, named in the answer that field refuses."""
+    return "adclick serve --" + limit.replace("_", "-")
+
+
 RETRY_AFTER_SECONDS = 1
 RANKED_CACHE_SIZE = 256  # popular_ads sums kept per data version (each at most max_count ads)
 UNGUARDED = ("/healthz",)  # probes: never refused for a token or for being busy
@@ -156,8 +163,8 @@ ERRORS = {
 }
 GUARD_ERRORS = {  # what _Guard may answer on every route it guards, before routing
     "401": "no or a wrong bearer token (adclick serve --auth-token-file)",
-    "414": "the URL is longer than adclick serve --max-url-length",
-    "503": "too many requests in flight (adclick serve --max-in-flight); retry after Retry-After seconds",
+    "414": f"the URL is longer than {option_of('max_url_length')}",
+    "503": f"too many requests in flight ({option_of('max_in_flight')}); retry after Retry-After seconds",
 }
 
 
@@ -217,7 +224,7 @@ def _time_query(name: str, meaning: str):
     return Query(None, alias=name, max_length=64, description=f"{meaning}; {_TIME_HELP}")
 
 
-_LIMIT_OPTIONS = {"count": "--max-count", "window": "--max-window-minutes"}
+_LIMITED = {"count": "max_count", "window": "max_window_minutes"}  # parameter: the Limits field bounding it
 
 
 def _validation_message(error: RequestValidationError) -> str:
@@ -225,8 +232,8 @@ def _validation_message(error: RequestValidationError) -> str:
     for detail in error.errors()[:3]:
         location = [str(part) for part in detail.get("loc", ()) if part not in ("query", "path", "body")]
         name = ".".join(location) or "request"
-        option = f" (adclick serve {_LIMIT_OPTIONS[name]})" \
-            if detail.get("type") == "less_than_equal" and name in _LIMIT_OPTIONS else ""
+        option = f" ({option_of(_LIMITED[name])})" if detail.get("type") == "less_than_equal" and name in _LIMITED \
+            else ""
         parts.append(f"{name}: {detail.get('msg', 'invalid')}{option}")
     return "; ".join(parts)
 
@@ -268,14 +275,14 @@ class _Guard:
     def _refusal(self, scope) -> Optional[Response]:
         length = len(scope.get("raw_path") or scope["path"].encode()) + len(scope.get("query_string", b""))
         if length > self._max_url:
-            return _error(414, f"URL of {length} bytes is longer than {self._max_url} (adclick serve --max-url-length)")
+            return _error(414, f"URL of {length} bytes is longer than {self._max_url} ({option_of('max_url_length')})")
         path = scope["path"]
         if self._token is not None and path not in OPEN and not path.startswith(OPEN_PREFIXES) \
                 and not self._authorized(scope):
             return _error(401, "this API needs the header Authorization: Bearer TOKEN (see adclick serve "
                                "--auth-token-file)", {"WWW-Authenticate": 'Bearer realm="adclick"'})
         if self._in_flight >= self._max_in_flight:
-            return _error(503, f"busy: {self._max_in_flight} requests in flight (adclick serve --max-in-flight); "
+            return _error(503, f"busy: {self._max_in_flight} requests in flight ({option_of('max_in_flight')}); "
                                f"retry after {RETRY_AFTER_SECONDS} s", {"Retry-After": str(RETRY_AFTER_SECONDS)})
         return None
 
@@ -521,7 +528,7 @@ def _add_query_routes(app: FastAPI, reads: _Reads, limits: Limits) -> None:
 
     def count_of(ad_id: str, from_text: Optional[str], to_text: Optional[str], filter_text: Optional[str]):
         start, end = reads.time_range(from_text, to_text, limits.max_range_minutes,
-                                      " (adclick serve --max-range-minutes)")
+                                      f" ({option_of('max_range_minutes')})")
         normalized = reads.held_filter(filter_text)
         return {"ad_id": ad_id, "from": start, "to": end, "filter": normalized,
                 "count": store.clicks(ad_id, start, end, normalized)}
