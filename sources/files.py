@@ -14,8 +14,9 @@ import json
 import logging
 import lzma
 import os
+import stat
 import zlib
-from typing import Callable, Dict, Iterable, Iterator, List, Sequence, Tuple, Union
+from typing import Callable, Dict, Generator, Iterable, Iterator, List, Sequence, Tuple, Union
 
 import apache_beam as beam
 import fastavro
@@ -33,6 +34,9 @@ from transforms.validation import Malformed, dead_letter
 FORMATS = ("jsonl", "avro", "parquet")
 CHUNK_BYTES = 8 << 20
 COMPRESSED_CHUNK_BYTES = 64 << 10  # what a corrupt spot can lose of the data before it: what these decompress to
+PIECE_BYTES = 1 << 20  # the most one call of a decompressor returns
+ZSTD_INPUT_BYTES = 256  # what zstd gets at a time: it returns at most 8 MiB for it (RLE blocks of 128 KiB)
+ZLIB_DECOMPRESSOR = type(zlib.decompressobj())
 PROGRESS_EVERY_LINES = 1_000_000
 UNREADABLE_FILE = "unreadable_file"
 INCOMPLETE_FILES = "incomplete_files"  # the string set of the files not read whole: {"file", "offset", "detail"}
@@ -92,8 +96,21 @@ def absolute(pattern: str) -> str:
     return pattern if "://" in pattern else os.path.abspath(pattern)
 
 
+def not_a_regular_file(path: str) -> str:
+    """What a local path is if it is no regular file (a FIFO would block until a writer comes, and
+    then yield its data once), else ''."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as error:
+        return f"which cannot be read ({error.strerror})"
+    if stat.S_ISREG(mode):
+        return ""
+    return "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+
+
 def check_patterns(patterns: Sequence[str]) -> None:
-    """Fails before the pipeline starts when a pattern names a directory or matches no file.
+    """Fails before the pipeline starts when a pattern names a directory, matches no file, or matches
+    something other than a regular file (a FIFO, a device).
 
     Beam would read a directory named with a trailing slash as all its files (a generated
     log's truth.jsonl too), and fail on one named without."""
@@ -101,8 +118,15 @@ def check_patterns(patterns: Sequence[str]) -> None:
         if pattern.endswith("/") or "://" not in pattern and os.path.isdir(pattern):
             raise ValueError(f"--input {pattern!r} is a directory: name its files with a pattern, e.g. "
                              f"'{pattern.rstrip('/')}/*'")
-        if not FileSystems.match([absolute(pattern)])[0].metadata_list:
+        matched = FileSystems.match([absolute(pattern)])[0].metadata_list
+        if not matched:
             raise FileNotFoundError(f"no input file matches {pattern!r}")
+        for path in ([] if "://" in pattern else [metadata.path for metadata in matched]):
+            kind = not_a_regular_file(path)
+            if kind:
+                raise ValueError(f"--input {pattern!r} names {path}, {kind}: a replay reads only regular files (a "
+                                 "runner may read a file twice, and a pipe's data is gone once read); write it to a "
+                                 "file and replay that")
 
 
 def runs_of_lines(chunks: Iterable[bytes], max_bytes: int = MAX_RECORD_BYTES) -> Iterator[Tuple[int, bytes, dict]]:
@@ -152,9 +176,33 @@ def described(error: Exception) -> str:
     return f"{type(error).__name__}: {' '.join(str(error).split())}"[:200]
 
 
+def output_pieces(decompressor, data: bytes) -> Generator[bytes, None, bytes]:
+    """What `data` decompresses to, in pieces of at most about PIECE_BYTES (64 KiB of one byte repeated
+    can stand for 64 MiB); returns the data after the end of the stream (the next member's), if it ended."""
+    if isinstance(decompressor, ZLIB_DECOMPRESSOR):  # gzip, deflate: the rest of the input waits in a tail
+        while True:
+            piece = decompressor.decompress(data, PIECE_BYTES)
+            yield piece
+            data = decompressor.unconsumed_tail
+            if decompressor.eof or not data and len(piece) < PIECE_BYTES:
+                return decompressor.unused_data
+    if hasattr(decompressor, "needs_input"):  # bz2, lzma: the rest of the input waits inside
+        while True:
+            yield decompressor.decompress(data, PIECE_BYTES)
+            data = b""
+            if decompressor.eof or decompressor.needs_input:
+                return decompressor.unused_data
+    view = memoryview(data)  # zstd's decompressor has no output limit: it gets a little input at a time
+    for start in range(0, len(view), ZSTD_INPUT_BYTES):
+        yield decompressor.decompress(view[start:start + ZSTD_INPUT_BYTES])
+        if decompressor.eof:
+            return decompressor.unused_data + view[start + ZSTD_INPUT_BYTES:].tobytes()
+    return b""
+
+
 def decompressed(chunks: Iterable[bytes], new_decompressor: Callable) -> Iterator[bytes]:
     """The data of compressed chunks in runs of about CHUNK_BYTES, member after member (concatenated
-    gzip files, zstd frames).
+    gzip files, zstd frames): memory stays bounded however well a line compresses.
 
     Raises DamagedFile where the data is corrupt, or ends inside a member (a truncated file),
     after the data decoded before it."""
@@ -165,19 +213,25 @@ def decompressed(chunks: Iterable[bytes], new_decompressor: Callable) -> Iterato
         while data:
             if decompressor.eof:
                 decompressor = new_decompressor()
-            try:
-                part = decompressor.decompress(data)
-            except Exception as error:  # each codec has its own (zlib.error, OSError, LZMAError, ZstdError)
-                yield b"".join(parts)
-                raise DamagedFile(f"corrupt compressed data ({described(error)})") from None
-            parts.append(part)
-            length += len(part)
-            data = decompressor.unused_data if decompressor.eof else b""
-        if length >= CHUNK_BYTES:
-            yield b"".join(parts)
-            parts, length = [], 0
+            pieces = output_pieces(decompressor, data)
+            while True:
+                try:
+                    part = next(pieces)
+                except StopIteration as end:
+                    data = end.value
+                    break
+                except Exception as error:  # each codec has its own (zlib.error, OSError, LZMAError, ZstdError)
+                    yield b"".join(parts)
+                    raise DamagedFile(f"corrupt compressed data ({described(error)})") from None
+                parts.append(part)
+                length += len(part)
+                if length >= CHUNK_BYTES:
+                    yield b"".join(parts)
+                    parts, length = [], 0
     yield b"".join(parts)
-    if started and not decompressor.eof:
+    if not started:  # an empty stream is some bytes in every format: none is one truncated to nothing
+        raise DamagedFile("the file is empty: no compressed data, not even an empty stream (truncated?)")
+    if not decompressor.eof:
         raise DamagedFile("the compressed data ends early: the file is truncated")
 
 
@@ -252,17 +306,27 @@ def parquet_batch(source: str, rows: pa.Table) -> RawBatch:
 
 def read_parquet(path: str, handle) -> Iterator[Union[RawBatch, DeadLetter]]:
     """A Parquet file as batches of rows kept as Arrow tables (Parquet has no record number: offset -1;
-    a damaged file's dead letter has the number of the first row not read)."""
-    rows_read, handle = 0, OwnErrors(handle)
+    a damaged file's dead letter has the number of the first row not read). Row groups are read one
+    by one, so that a damaged one leaves the whole ones before it counted."""
+    rows_read, pending, damage, handle = 0, [], None, OwnErrors(handle)
     try:
-        for rows in pq.ParquetFile(handle, page_checksum_verification=True).iter_batches(batch_size=BATCH_SIZE):
-            rows.validate(full=True)  # pyarrow reads strings as they are: invalid UTF-8 is damage too
-            yield parquet_batch(path, pa.Table.from_batches([rows]))
-            rows_read += rows.num_rows
+        parquet = pq.ParquetFile(handle, page_checksum_verification=True)
+        for group in range(parquet.num_row_groups):
+            for rows in parquet.iter_batches(batch_size=BATCH_SIZE, row_groups=[group]):
+                rows.validate(full=True)  # pyarrow reads strings as they are: invalid UTF-8 is damage too
+                pending.append(rows)
+                if sum(batch.num_rows for batch in pending) >= BATCH_SIZE:  # small row groups: one batch
+                    yield parquet_batch(path, pa.Table.from_batches(pending))
+                    rows_read, pending = rows_read + sum(batch.num_rows for batch in pending), []
     except Exception as error:
         if error is handle.failure:
             raise  # the filesystem's, not the file's: the runner retries or fails the run
-        yield unreadable(path, rows_read + 1, f"not a whole Parquet file ({described(error)})")
+        damage = f"not a whole Parquet file ({described(error)})"
+    if pending:
+        yield parquet_batch(path, pa.Table.from_batches(pending))
+        rows_read += sum(batch.num_rows for batch in pending)
+    if damage:
+        yield unreadable(path, rows_read + 1, damage)
 
 
 READERS = {"jsonl": read_json_lines, "avro": read_avro, "parquet": read_parquet}
