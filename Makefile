@@ -25,7 +25,7 @@ GO := $(or $(shell command -v go),/usr/local/go/bin/go)
 EXPANSION_VERSION := $(shell sed -n 's:.*<beam.version>\(.*\)</beam.version>.*:\1:p' tools/beam-expansion/pom.xml)
 EXPANSION_HOME := $(HOME)/.cache/adclick/expansion/$(EXPANSION_VERSION)
 
-.PHONY: install kafka prism beam-expansion system-deps lint run test bench clean
+.PHONY: install kafka prism beam-expansion system-deps lint run test fuzz bench clean
 
 install: $(STAMP) kafka prism beam-expansion
 
@@ -96,6 +96,11 @@ run: install
 
 test: install system-deps
 	$(BIN)/python -m pytest
+
+# The fuzz campaign (marker fuzz: the raw-log readers, the parser, the query API) 50 times longer than in `make test`
+# (the profiles are in tests/conftest.py).
+fuzz: install
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -m fuzz
 
 # The replay against DuckDB on the same generated log (README, Performance); BENCH_ARGS for more.
 bench: install

@@ -1,8 +1,17 @@
 """Every test module's fixtures, registered once: the servers' (tests/servers/) and the shared sink cases'."""
 
+import os
+
 import pytest
+from hypothesis import settings
 
 from tests.servers import free_port
+
+# Hypothesis: `make test` runs each property's bounded number of examples; `make fuzz` (HYPOTHESIS_PROFILE=fuzz) runs
+# the fuzz campaign (marker fuzz) 50 times longer. Properties that set their own max_examples keep it.
+settings.register_profile("bounded", max_examples=100)
+settings.register_profile("fuzz", max_examples=5_000)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "bounded"))
 
 pytest_plugins = [
     "tests.servers.bigtable",

@@ -143,6 +143,9 @@ def _is_utf8(data: Union[bytes, str]) -> bool:
     return True
 
 
+NOT_UTF8 = Malformed("not_utf8", "the record is not valid UTF-8")
+
+
 def decode(payload: Union[bytes, str, dict]) -> Union[dict, Malformed]:
     """The JSON object in a payload, or why there is none."""
     if isinstance(payload, dict):
@@ -151,7 +154,7 @@ def decode(payload: Union[bytes, str, dict]) -> Union[dict, Malformed]:
         record = orjson.loads(payload)
     except orjson.JSONDecodeError as error:
         if not _is_utf8(payload):
-            return Malformed("not_utf8", "the record is not valid UTF-8")
+            return NOT_UTF8
         return Malformed("invalid_json", f"not valid JSON: {str(error)[:200]}")
     if not isinstance(record, dict):
         kind = "null" if record is None else type(record).__name__
@@ -187,19 +190,21 @@ def click_fields(payload: Union[bytes, str, dict]) -> Union[tuple, Malformed]:
     if isinstance(record, Malformed):
         return record
     fields = _common_fields(record)
-    if fields is not None:
-        return fields
-    try:
-        return (
-            _required_string(record, "event_id"),
-            _required_string(record, "ad_id"),
-            _click_ts(record),
-            _optional_string(record, "user_id"),
-            _ip(record),
-            _country(record),
-        )
-    except _Invalid as invalid:
-        return invalid.malformed
+    if fields is None:
+        try:
+            fields = (
+                _required_string(record, "event_id"),
+                _required_string(record, "ad_id"),
+                _click_ts(record),
+                _optional_string(record, "user_id"),
+                _ip(record),
+                _country(record),
+            )
+        except _Invalid as invalid:
+            return invalid.malformed
+    if record is payload and not all(_is_utf8(value) for value in fields if type(value) is str):
+        return NOT_UTF8  # a decoded record's text (a lone surrogate) that no sink, Arrow or JSON could hold
+    return fields
 
 
 def validate(payload: Union[bytes, str, dict], receive_ts: Optional[int] = None) -> Union[Click, Malformed]:
