@@ -14,7 +14,8 @@ broker the bench started left out, sampled every POLL_SECONDS per phase.
 `--json PATH` writes the report printed at the end.
 
 On Kafka both drains read one topic, the same records (Prism commits no
-offset: each pipeline reads from the earliest): the source alone counts what
+offset: each pipeline reads from the earliest; `--source-events` gives the
+source a larger backlog of the same shape instead): the source alone counts what
 ReadFromKafka gives (the counter's attempted value, live from Prism's job
 service), the DAG is done when the sink shows every unique click, and its
 rate is the backlog's messages over the seconds from the first click seen in
@@ -85,6 +86,7 @@ import apache_beam as beam
 import orjson
 import psutil
 from apache_beam.metrics.metric import Metrics, MetricsFilter
+from apache_beam.runners.runner import PipelineState
 
 from loadgen.generator import GeneratorConfig, generate
 from loadgen.publish import emissions_around_now, publish, publisher_for
@@ -531,6 +533,9 @@ def _drain(pipeline: beam.Pipeline, count, messages: int, timeout: float, profil
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         time.sleep(POLL_SECONDS)
+        if PipelineState.is_terminal(result.state):
+            prism.kill_servers()
+            sys.exit(f"adclick bench-stream: the pipeline ended ({result.state}) before it drained")
         done = count(result)
         now = time.monotonic()
         if first is None and done:
@@ -643,8 +648,8 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--events", type=int, default=2_000,
                         help="unique clicks of the backlog drained by the source alone and the DAG; 0 to skip")
     parser.add_argument("--source-events", type=int,
-                        help="Pub/Sub: a larger backlog for the source alone, which drains thousands a second "
-                             "(default: --events; on Kafka both read the same backlog)")
+                        help="a larger backlog for the source alone, which drains thousands a second; on Kafka "
+                             "a topic of its own (default: --events; on Kafka both read the same topic)")
     parser.add_argument("--dedup", choices=("buckets", "per-key"), default="buckets")
     parser.add_argument("--hot-ad-share", type=float, help="the top ad's share of the clicks (default: Zipf s=1.1)")
     parser.add_argument("--rates", type=_rates, metavar="R1,R2,...",
@@ -697,11 +702,14 @@ def run(argv=None) -> dict:
         report = {"runner": args.runner, "source": args.source, "dedup": args.dedup,
                   "early_firing_seconds": config.window.early_firing_seconds, "hot_ad_share": args.hot_ad_share,
                   "cpus": os.cpu_count(), "load_at_start": _load()}
-        if args.events:
-            backlogs = _kafka_backlogs if kafka else _backlogs
-            report.update(backlogs(args, setup, stream_args, beam_args, config, work, exclude))
-        if args.rates:
-            report.update(_rising_rates(args, setup, stream_args, beam_args, config, work, exclude))
+        try:
+            if args.events:
+                backlogs = _kafka_backlogs if kafka else _backlogs
+                report.update(backlogs(args, setup, stream_args, beam_args, config, work, exclude))
+            if args.rates:
+                report.update(_rising_rates(args, setup, stream_args, beam_args, config, work, exclude))
+        finally:  # a phase that failed or was interrupted leaves no Prism behind
+            prism.kill_servers()
         report["load_at_end"] = _load()
         print(report)
         if args.json:
@@ -742,10 +750,15 @@ def _kafka_backlogs(args, setup, stream_args, beam_args, config, work, exclude) 
     print(f"produced {sent.read:,} records ({sent.unique:,} unique clicks) in {time.monotonic() - started:.1f} s")
     report = {"backlog": {"messages": sent.read, "unique": sent.unique, "duplicates": sent.duplicates,
                           "malformed": sent.malformed}}
-    print("source only: ReadFromKafka into a counter")
-    report["source_only"] = _drain(_source_only(setup.source(url, "source-only"), stream_args, beam_args),
-                                   lambda result: live_count(result, BENCH_NAMESPACE, "source_read"), sent.read,
-                                   args.timeout, _Profiled(None, "source-only"), exclude)
+    source_url, source_messages = url, sent.read
+    if args.source_events and args.source_events != args.events:  # a backlog of its own, of the same shape
+        source_url, _ = setup.stream("source-backlog")
+        source_messages = publish(emissions_around_now(_backlog_config(args, args.source_events)),
+                                  publisher_for(source_url)).read
+    print(f"source only: ReadFromKafka into a counter, {source_messages:,} records")
+    report["source_only"] = _drain(_source_only(setup.source(source_url, "source-only"), stream_args, beam_args),
+                                   lambda result: live_count(result, BENCH_NAMESPACE, "source_read"),
+                                   source_messages, args.timeout, _Profiled(None, "source-only"), exclude)
     print(f"  {report['source_only']}")
     print("full DAG: until the sink shows every unique click")
     pipeline = _full_dag(setup.source(url, "full-dag"), stream_args, beam_args, config, work, "backlog")
