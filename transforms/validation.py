@@ -336,6 +336,24 @@ def _timestamps_in_ms(table: pa.Table) -> pa.Table:
     return table
 
 
+def _as_dicts(table: pa.Table) -> list:
+    """A typed batch's rows as dicts, for the rows checked one by one. A column no Python value can hold
+    (a timestamp past year 9999, or one its zone moves there) is left out: only the click's fields, which
+    every value of can be held, decide a verdict."""
+    try:
+        return table.to_pylist()
+    except (OverflowError, ValueError, pa.ArrowException):
+        return table.select([name for name in table.column_names if _holdable(table[name])]).to_pylist()
+
+
+def _holdable(column) -> bool:
+    try:
+        column.to_pylist()
+    except (OverflowError, ValueError, pa.ArrowException):
+        return False
+    return True
+
+
 def _table_columns(table: pa.Table) -> Optional[list]:
     """A typed batch's (Parquet's) columns as CLICK_SCHEMA's first six, if their types allow it."""
     columns = []
@@ -414,10 +432,10 @@ def judge_table(source: str, offsets, table: pa.Table, receive_ts) -> Verdicts:
     table = _timestamps_in_ms(table)
     columns = _table_columns(table)
     if columns is None:
-        return judge_batch(source, offsets, table.to_pylist(), {}, receive_ts)
+        return judge_batch(source, offsets, _as_dicts(table), {}, receive_ts)
     columns, common = _with_common_mask(columns)
     uncommon = np.flatnonzero(~common)
-    payloads = dict(zip(uncommon.tolist(), table.take(uncommon).to_pylist()))
+    payloads = dict(zip(uncommon.tolist(), _as_dicts(table.take(uncommon))))
     return _verdicts(source, offsets, payloads, len(table), {}, receive_ts, columns, common, np.flatnonzero(common))
 
 
