@@ -10,7 +10,7 @@ import re
 import signal
 import sqlite3
 from pathlib import Path
-from typing import Optional, Set
+from typing import List, Optional, Set
 
 import apache_beam as beam
 import pyarrow as pa
@@ -252,14 +252,15 @@ def _running(pid: int) -> bool:
     return True
 
 
-def remove_stale_staging(path: str) -> list:
+def remove_stale_staging(path: str) -> List[str]:
     """Removes the staging databases a replay killed before its clean-up (SIGKILL, a crash, a power cut) left
     beside the sink at `path`: those whose launcher's PID no longer runs on this machine. Never one of a
     running replay, so two replays into the same sink leave each other alone; a PID reused since is left
     for a later run. Returns the files removed. The sink itself was never touched by them: a replay writes
     it only in `swap_in`'s one transaction."""
     directory = os.path.dirname(os.path.abspath(path))
-    pattern, removed = _staging_pattern(path), []
+    pattern = _staging_pattern(path)
+    removed: List[str] = []
     try:
         names = os.listdir(directory)
     except FileNotFoundError:
