@@ -188,9 +188,11 @@ def output_pieces(decompressor, data: bytes) -> Generator[bytes, None, bytes]:
                 return decompressor.unused_data
     if hasattr(decompressor, "needs_input"):  # bz2, lzma: the rest of the input waits inside
         while True:
-            yield decompressor.decompress(data, PIECE_BYTES)
+            piece = decompressor.decompress(data, PIECE_BYTES)
+            yield piece
             data = b""
-            if decompressor.eof or decompressor.needs_input:
+            # bz2 says it needs input once it has all of it, output still pending: a full piece asks again
+            if decompressor.eof or decompressor.needs_input and len(piece) < PIECE_BYTES:
                 return decompressor.unused_data
     view = memoryview(data)  # zstd's decompressor has no output limit: it gets a little input at a time
     for start in range(0, len(view), ZSTD_INPUT_BYTES):

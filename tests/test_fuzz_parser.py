@@ -170,13 +170,22 @@ def test_a_whole_json_lines_file_gets_the_verdicts_of_its_lines(data, extension,
     assert_expected(letters, clicks, expected_verdicts(records_of(data)))
 
 
+def drained(decompressor, data: bytes) -> bytes:
+    """All a decompressor makes of `data`: bz2 holds some back once its input is all in (found by `make fuzz`,
+    which the reader had too: it lost up to the rest of a block of a cut .bz2 file)."""
+    parts = [decompressor.decompress(data)]
+    while parts[-1]:
+        parts.append(decompressor.decompress(b""))
+    return b"".join(parts)
+
+
 @fuzz_settings(share=2)
 @given(json_lines_files(), st.sampled_from(sorted(DECOMPRESSOR)), st.floats(0, 1), st.data())
 def test_a_cut_compressed_file_gets_the_verdicts_of_its_whole_lines_then_one_dead_letter(data, extension, share,
                                                                                         draw):
     packed = COMPRESS[extension](data)
     cut = packed[:1 + int((len(packed) - 2) * share)]  # at least a byte, never the last
-    held = DECOMPRESSOR[extension]().decompress(cut)  # all the cut file holds, by the stdlib's own decompressor
+    held = drained(DECOMPRESSOR[extension](), cut)  # all the cut file holds, by the stdlib's own decompressor
     whole, partial = held[:held.rfind(b"\n") + 1], held[held.rfind(b"\n") + 1:]
     if not whole and partial.startswith(BOM):  # the cut line is the first: its BOM is none of it
         partial = partial[len(BOM):]
