@@ -23,7 +23,7 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from pipelines.click_pipeline import build_pipeline
 from runners import beam_compat, options as cli_options, prism
 from runners.output_paths import output_errors
-from runners.summary import counters, format_summary, restatement_summary, summarize
+from runners.summary import counters, format_summary, restatement_summary, started_a_job, summarize
 from sinks import SQLITE_SCHEME, sink_for, sqlite_path
 from sinks.dead_letters import WriteDeadLetters
 from sinks.local_paths import replace_file
@@ -207,6 +207,8 @@ def run_pipeline(args, options, sink, dead_letters, stop: SignalStop, flagged=No
             # Beam's job-server wrapper (Prism's) took SIGINT at the run's start, to stop its server before it
             # calls ours: Prism's client threads would die loudly first. SIGINT stops the run as SIGTERM does.
             signal.signal(signal.SIGINT, signal.getsignal(signal.SIGTERM))
+        if not started_a_job(result):
+            return None
         result.wait_until_finish()
     return result
 
@@ -272,6 +274,8 @@ def run(argv=None) -> dict:
     if failure is not None:
         logging.debug("the replay failed", exc_info=failure)
         sys.exit(f"adclick replay: failed: {failure_reason(failure)}")
+    if result is None:
+        return {}
     summary = summarize(counters(result))
     summary.update(restatement_summary(result))
     summary["seconds"] = round(time.monotonic() - started, 2)

@@ -27,7 +27,7 @@ from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOpt
 from pipelines.click_pipeline import build_pipeline
 from pipelines.config import PipelineConfig, StreamConfig
 from runners import beam_compat, options as cli_options, prism, stream_metrics
-from runners.summary import counters, format_summary, summarize
+from runners.summary import counters, format_summary, started_a_job, summarize
 from sinks import sink_for
 from sinks.archive import DEFAULT_EVERY_SECONDS as ARCHIVE_EVERY_SECONDS, WriteRawArchive
 from sinks.dead_letter_files import DEFAULT_EVERY_SECONDS as DEAD_LETTER_EVERY_SECONDS, WriteDeadLetterFiles
@@ -259,6 +259,8 @@ def run(argv=None) -> dict:
         with beam_compat.installed(beam_compat.STREAM):
             return _run_locally(pipeline, args)
     result = pipeline.run()
+    if not started_a_job(result):
+        return {}
     stream_metrics.watch(result)
     print(f"submitted to {RUNNERS[args.runner]}: {getattr(result, 'job_id', lambda: '')() or result}")
     if args.wait or args.runner == "prism":  # Prism's job server is this process's child: it ends with it

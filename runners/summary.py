@@ -111,3 +111,12 @@ def restatement_lines(summary: dict) -> list:
         lines.append(f"WARNING: {summary['lowered_windows']:,} of them now count fewer clicks than before: "
                      "a replay that covered them only in part overwrote them")
     return lines
+
+
+def started_a_job(result) -> bool:
+    """False, said in one line, when the runner only wrote a job description (`--template_location`, as
+    Dataflow's Flex Template launcher runs a pipeline): there is no job to wait for or to count."""
+    if getattr(result, "has_job", True):
+        return True
+    print("job description written for Dataflow's template launcher; no job was started from here")
+    return False

@@ -12,9 +12,12 @@ from pathlib import Path
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.portability.api import beam_runner_api_pb2
+from apache_beam.runners.dataflow.dataflow_runner import DataflowPipelineResult
+from apache_beam.runners.runner import PipelineResult, PipelineState
 
 from launch.dataflow import main as launcher, template
 from runners import replay, stream
+from runners.summary import started_a_job
 
 pytestmark = pytest.mark.launchers
 
@@ -343,3 +346,14 @@ def test_a_kafka_stream_translates_for_dataflow_with_beams_java_read(kafka_topic
     images = sorted(beam_runner_api_pb2.DockerPayload.FromString(environment.payload).container_image
                     for environment in proto.components.environments.values())
     assert [image.rsplit("/", 1)[-1].split(":")[0] for image in images] == ["beam_java17_sdk", "beam_python3.11_sdk"]
+
+
+def test_a_template_run_is_said_in_one_line_and_waits_for_no_job(capsys):
+    """Run with --template_location (as Dataflow's template launcher runs a pipeline), Beam's DataflowRunner
+    returns a result without a job: the commands say so instead of failing to wait for it or to count it."""
+    template_result = DataflowPipelineResult(None, None)
+    assert not started_a_job(template_result)
+    assert capsys.readouterr().out.splitlines() == [
+        "job description written for Dataflow's template launcher; no job was started from here"]
+    assert started_a_job(PipelineResult(PipelineState.DONE))  # a local runner's result: a job that ran
+    assert capsys.readouterr().out == ""
