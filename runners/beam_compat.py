@@ -1,10 +1,11 @@
-"""Apache Beam 2.77's local runners, patched: eight fixes, installed only around the runs that need them.
+"""Apache Beam 2.77's local runners, patched: nine fixes, installed only around the runs that need them.
 
-Seven are for the streaming DirectRunner, the local stream runner (`STREAM`: lost counters, per-bundle
+Eight are for the streaming DirectRunner, the local stream runner (`STREAM`: lost counters, per-bundle
 signature inspection, 10-message Pub/Sub pulls, keys never forgotten, no drain, early panes that wait for a
-30 s pull, empty bundles kept), one for the FnApiRunner, which runs a local replay (`BATCH`: bundle ends that
-wait for the state sampler). Other runners use none of these code paths. Each bug is written up in
-docs/upstream/ and has a strict-xfail canary in tests/test_beam_compat.py that fails the day Beam fixes it.
+30 s pull, empty bundles kept, timers dropped by the monitor's end check), one for the FnApiRunner, which
+runs a local replay (`BATCH`: bundle ends that wait for the state sampler). Other runners use none of these
+code paths. Each bug is written up in docs/upstream/ and, but for fix 9 (a timing race), has a strict-xfail
+canary in tests/test_beam_compat.py that fails the day Beam fixes it.
 
 `installed(patches)` checks the Beam version and every target first, then patches for the `with` block only
 and restores Beam's own code after it, so the rest of a process (the canaries, a test on stock Beam) runs
@@ -65,6 +66,16 @@ local run without fix 1 would silently under-count clicks.
    thread, which wakes every 200 ms: each stage of a replay waited up to that
    long for nothing, 0.3 s of a 1M-click replay (profiled with `adclick bench
    --profile`). The sampler wakes every SAMPLING_PERIOD_MS instead.
+9. Dropped timers. Between bundles the runner's monitor fires the timers that
+   are due, then checks whether the run is over (`_should_shutdown`), which
+   extracts the due timers again and discards them: a timer that came due in
+   between (the last bundle before it committed and moved a watermark) is
+   marked fired, holds its step's watermark, and never runs. With nothing left
+   to run and watermarks short of the end, the monitor reports "a pipeline
+   stall" as a tuple, so the run fails with "exceptions must derive from
+   BaseException" (seen once in a drain, under load). The check first schedules
+   whatever is due, and ends the run only when nothing was. No canary: the
+   race depends on timing (docs/upstream/monitor-drops-timers.md).
 """
 
 import contextlib
@@ -74,7 +85,7 @@ import weakref
 from typing import Any, Callable
 
 import apache_beam
-from apache_beam.runners.direct import transform_evaluator, watermark_manager
+from apache_beam.runners.direct import executor, transform_evaluator, watermark_manager
 from apache_beam.runners.direct.util import TransformResult
 from apache_beam.runners.worker import statesampler
 from apache_beam.transforms import core, userstate
@@ -187,6 +198,14 @@ def _stop_reads_on_drain(original):
     return finish_bundle
 
 
+def _schedule_due_timers_first(original):
+    def should_shutdown(self):
+        if not self._is_executing() and self._fire_timers():  # due since the monitor's last look: run them
+            return False
+        return original(self)
+    return should_shutdown
+
+
 def _keep_no_empty_pending(original):
     def add_pending(self, pending):
         if pending.has_elements():
@@ -206,8 +225,11 @@ PULLS = Patch(3, _PubSubRead, "_get_subscriber_client", _pull_more)  # fix 6 too
 FORGET_KEYS = Patch(4, _Watermarks, "extract_transform_timers", _forget_empty_keys)
 DRAIN = Patch(5, _PubSubRead, "finish_bundle", _stop_reads_on_drain)
 NO_EMPTY_PENDING = Patch(7, _Watermarks, "add_pending", _keep_no_empty_pending)
+DUE_TIMERS = Patch(9, executor._ExecutorServiceParallelExecutor._MonitorTask, "_should_shutdown",
+                   _schedule_due_timers_first)
 BUNDLE_ENDS = Patch(8, statesampler.StateSampler.__init__, "__defaults__", _prompt_bundle_ends)
-STREAM = (COUNTERS, *DOFN_SPECS, PULLS, FORGET_KEYS, DRAIN, NO_EMPTY_PENDING)  # the streaming DirectRunner's
+# The streaming DirectRunner's:
+STREAM = (COUNTERS, *DOFN_SPECS, PULLS, FORGET_KEYS, DRAIN, NO_EMPTY_PENDING, DUE_TIMERS)
 BATCH = (BUNDLE_ENDS,)  # the FnApiRunner's
 
 _lock = threading.Lock()
