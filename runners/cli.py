@@ -16,11 +16,11 @@ COMMANDS = {
     "top": ("runners.report", "print the top ads of the busiest minute in a SQLite sink"),
     "bench": ("benchmarks.replay", "time the replay against DuckDB on the same generated log"),
     "bench-stream": ("benchmarks.stream",
-                     "time the stream on Pub/Sub: backlog vs the bare source, latency at rising rates"),
+                     "time the stream (Pub/Sub or Kafka): backlog vs the bare source, latency at rising rates"),
     "broker": ("runners.broker", "run a local Apache Kafka broker (KRaft, one node) in the foreground until Ctrl-C"),
     "bench-kafka": ("benchmarks.kafka",
                     "time a bounded Kafka replay's read from a running broker, with and without the DAG"),
-    "bench-api": ("benchmarks.api", "time a sink's writes and the query API's latency on synthetic aggregates"),
+    "bench-api": ("benchmarks.api", "time a sink's writes and the query API's throughput and latency (20 clients)"),
 }
 
 
