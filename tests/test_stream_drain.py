@@ -28,7 +28,7 @@ from loadgen.generator import GeneratorConfig
 from loadgen.publish import PubSubPublisher, emissions_around_now, publish
 from runners import beam_compat
 from sources.pubsub import ReadPubSub
-from tests.pubsub_cases import odd_clicks, wait_for
+from tests.pubsub_cases import odd_clicks, stop_for_good, wait_for
 from tests.stream_truth import clicks_per_minute, sink_clicks_per_minute
 
 pytestmark = [pytest.mark.pubsub, pytest.mark.slow]
@@ -75,17 +75,6 @@ def log_tail(tmp_path: Path) -> str:
     return (tmp_path / "stream.log").read_text(errors="replace")[-3000:]
 
 
-def stop_for_good(stream: subprocess.Popen) -> None:
-    """After a test: the stream and its process group end, drained or not."""
-    if stream.poll() is None:
-        os.killpg(stream.pid, signal.SIGINT)
-        try:
-            stream.wait(DRAIN_SECONDS)
-        except subprocess.TimeoutExpired:
-            os.killpg(stream.pid, signal.SIGKILL)
-            stream.wait()
-
-
 def archived_event_ids(root: Path) -> collections.Counter:
     return collections.Counter(event_id for path in glob.glob(str(root / "*" / "*.parquet"))
                                for event_id in pq.read_table(path, columns=["event_id"])["event_id"].to_pylist())
@@ -119,7 +108,7 @@ def test_a_signal_drains_every_window_and_file_pane(pubsub_topic, tmp_path, sign
             stream.send_signal(signum)
         stream.wait(DRAIN_SECONDS)
     finally:
-        stop_for_good(stream)
+        stop_for_good(stream, DRAIN_SECONDS)
     assert stream.returncode == 0, log_tail(tmp_path)
 
     assert sink_clicks_per_minute(tmp_path / "stream.db") == clicks_per_minute(sent.truth)
@@ -155,7 +144,7 @@ def test_an_idle_stream_keeps_firing_early_panes(pubsub_topic, tmp_path):
                                 f"{len(sent.truth)} clicks")
         assert stream.poll() is None, log_tail(tmp_path)
     finally:
-        stop_for_good(stream)
+        stop_for_good(stream, DRAIN_SECONDS)
 
 
 def test_an_idle_read_leaves_no_bundles_behind_and_a_drain_ends_the_run(pubsub_topic, beam_fixes):

@@ -3,7 +3,6 @@ by a real Prometheus, counts what was published (computed in plain Python) and w
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ import yaml
 from loadgen.generator import GeneratorConfig
 from loadgen.publish import PubSubPublisher, emissions_around_now, publish
 from tests.metrics_cases import accounted, dead_letters, metrics_url, one, scrape
-from tests.pubsub_cases import odd_clicks, wait_for
+from tests.pubsub_cases import odd_clicks, stop_for_good, wait_for
 
 pytestmark = [pytest.mark.metrics, pytest.mark.pubsub, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,18 +37,8 @@ def start_stream(subscription: str, tmp_path: Path, *options: str):
     try:
         return stream, metrics_url(stream, log_path, 60)
     except BaseException:
-        stop(stream)
+        stop_for_good(stream, DRAIN_SECONDS)
         raise
-
-
-def stop(stream: subprocess.Popen) -> None:
-    if stream.poll() is None:
-        os.killpg(stream.pid, signal.SIGINT)
-        try:
-            stream.wait(DRAIN_SECONDS)
-        except subprocess.TimeoutExpired:
-            os.killpg(stream.pid, signal.SIGKILL)
-            stream.wait()
 
 
 def test_the_endpoint_counts_what_was_published_and_what_the_summary_says(pubsub_topic, tmp_path):
@@ -78,7 +67,7 @@ def test_the_endpoint_counts_what_was_published_and_what_the_summary_says(pubsub
         wait_for(all_accounted, "every message read and accounted for", WAIT_SECONDS, detail=lambda: last)
         running = last.copy()
     finally:
-        stop(stream)
+        stop_for_good(stream, DRAIN_SECONDS)
     assert stream.returncode == 0
 
     assert one(running, "adclick_clicks_unique_total") == sent.unique
@@ -146,4 +135,4 @@ def test_a_real_prometheus_scrapes_the_stream_with_the_example_config(pubsub_top
         assert {rule["name"] for group in rules for rule in group["rules"]} >= {
             "AdclickSourceLagGrowing", "AdclickSinkFreshnessStale", "AdclickDeadLetterRate", "AdclickWatermarkStalled"}
     finally:
-        stop(stream)
+        stop_for_good(stream, DRAIN_SECONDS)
