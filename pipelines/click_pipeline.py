@@ -63,7 +63,7 @@ def build_pipeline(
             window.size_seconds, window.allowed_lateness_seconds, window.early_firing_seconds))
     (clicks
      | "Aggregate" >> AggregateClicks(aggregates.filter_dimensions, aggregates.top_n, aggregates.hot_key_fanout,
-                                      aggregates.sliding_minutes, window)
+                                      aggregates.sliding_minutes, window, spill_dir=config.spill_dir)
      | "WriteAggregates" >> sink)
     ((parsed[DEAD_LETTER], timely[SKEWED], in_time[TOO_LATE])
      | "AllDeadLetters" >> beam.Flatten()

@@ -12,6 +12,7 @@ from hypothesis import given, strategies as st
 from tests.clicks import T0, batch, click
 from transforms import aggregates
 from transforms.aggregates import AggregateClicks, TopAdsFn, _PartialCounts
+from transforms.packed import unpack
 from transforms.records import AdCount, FilterCount, TopAds, click_filter_text, filter_text_column, rows
 from transforms.sliding_top import TopOverMinutesFn
 from transforms.windowing import WindowClicks
@@ -111,25 +112,28 @@ def test_top_ads_of_accumulating_panes_equals_top_of_final_counts(panes, n, rand
 
 @given(st.lists(st.lists(st.tuples(st.sampled_from([0, 60_000]), st.sampled_from("abc"),
                                    st.sampled_from(["US", "FR", None])), max_size=12), max_size=8),
-       st.integers(1, 20))
-def test_partial_counts_summed_along_the_way_equal_plain_counts(batches, min_rows_to_sum):
-    """However often the running counts are summed while batches come, a bundle's per-ad and
-    per-filter parts add up to plain counts of its clicks."""
+       st.integers(1, 20), st.integers(1, 30))
+def test_partial_counts_summed_along_the_way_equal_plain_counts(batches, min_rows_to_sum, max_partial_rows):
+    """However often the running counts are summed or sent on while batches come, a bundle's
+    per-ad and per-filter parts add up to plain counts of its clicks."""
     fn = _PartialCounts(FILTERS)
     clicks = [row for rows in batches for row in rows]
-    with mock.patch.object(aggregates, "MIN_ROWS_TO_SUM", min_rows_to_sum):
+    with mock.patch.object(aggregates, "MIN_ROWS_TO_SUM", min_rows_to_sum), \
+            mock.patch.object(aggregates, "MAX_PARTIAL_ROWS", max_partial_rows):
         fn.start_bundle()
+        parts = []
         for rows in batches:
-            fn.process(pa.table({name: pa.array(column, kind) for name, column, kind in zip(
+            parts += fn.process(pa.table({name: pa.array(column, kind) for name, column, kind in zip(
                 ("window_start", "ad_id", "country"), zip(*rows) if rows else ([], [], []),
                 (pa.int64(), pa.string(), pa.string()))}))
-        parts = [output.value for output in fn.finish_bundle()]
+        parts += [output.value for output in fn.finish_bundle()]
     summed = collections.defaultdict(collections.Counter)
-    for window_start, (kind, part) in parts:
-        assert set(part["window_start"].to_pylist()) == {window_start}
-        keys = ["ad_id"] if kind == "per_ad" else ["ad_id", "filter"]
+    for (kind, shard), packed in parts:
+        part = unpack(packed)
+        assert set(aggregates.window_shards(part["window_start"].to_numpy(), aggregates.MERGE_SHARDS)) <= {shard}
+        keys = ["window_start", "ad_id"] if kind == "per_ad" else ["window_start", "ad_id", "filter"]
         for row in part.to_pylist():
-            summed[kind][(window_start, *(row[key] for key in keys))] += row["count_all"]
+            summed[kind][tuple(row[key] for key in keys)] += row["count_all"]
     assert summed["per_ad"] == collections.Counter((start, ad) for start, ad, _ in clicks)
     assert summed["per_filter"] == collections.Counter(
         (start, ad, f"country={country or 'unknown'}") for start, ad, country in clicks)

@@ -11,7 +11,7 @@ from apache_beam.runners.worker import statesampler
 
 from loadgen.generator import GeneratorConfig, write_log
 from runners import replay
-from transforms import dedup
+from transforms import packed
 
 CONFIG = GeneratorConfig(events=3_000, seed=11, ads=200, minutes=5, duplicate_rate=0.08, late_rate=0.05,
                          malformed_rate=0.02)
@@ -104,7 +104,7 @@ def test_a_local_replay_spills_its_dedup_shuffle_and_removes_it(jsonl_log, tmp_p
     The state sampler's fix (runners/beam_compat.py) lasts for the run only."""
     created = []
     create = FileSystems.create
-    monkeypatch.setattr(dedup.FileSystems, "create",
+    monkeypatch.setattr(packed.FileSystems, "create",
                         lambda path, *a, **k: created.append(path) or create(path, *a, **k))
     out, _ = jsonl_log
     summary = replay.run(["--input", str(out / "clicks-*"), "--sink", f"sqlite:///{tmp_path / 'a.db'}",

@@ -4,9 +4,12 @@ Clicks follow a Zipf law, so a few ads get most of them. In a stream one
 combine per ad counts the ad and its filters, and spreads each ad over
 `hot_key_fanout` partial counts before the final one. A replay counts Arrow
 batches: each bundle of deduplicated clicks (every dedup shard, so a hot ad is
-spread over all of them) is counted on its own, and the partial counts meet per
-minute, where one step sums them and ranks the minute's ads. The top N over the last M minutes
-(`sliding_top`) is ranked from the per-ad counts.
+spread over all of them) is counted on its own, and the partial counts meet in
+`MERGE_SHARDS` shards of minutes, where one step sums them and ranks each minute's ads.
+A bundle sends its counts on whenever they reach `MAX_PARTIAL_ROWS`, packed (or, with
+`spill_dir`, in files: transforms/packed.py), so that neither the step nor the shuffle holds
+every minute's counts at once. The top N over the last M minutes (`sliding_top`) is ranked
+from the per-ad counts.
 """
 
 from typing import Optional, Sequence, Tuple
@@ -18,10 +21,13 @@ import pyarrow.compute as pc
 from apache_beam.transforms.window import GlobalWindows
 
 from pipelines.config import WindowConfig
+from transforms.packed import Spill, pack, unpacked
 from transforms.records import AdCount, Aggregates, FilterCount, TopAds, click_filter_text, filter_text_column
 from transforms.sliding_top import TopAdsSliding
 
 MIN_ROWS_TO_SUM = 1_000_000  # partial counts pile up to at least this many rows before they are summed
+MAX_PARTIAL_ROWS = 2_000_000  # a bundle's running counts go on to the shuffle once they hold this many rows
+MERGE_SHARDS = 64  # the shuffle's keys per kind of count: each merge holds 1/64 of the minutes' counts
 
 
 class _CountsByFilterFn(beam.CombineFn):
@@ -157,6 +163,11 @@ def _by_window(table: pa.Table):
             yield int(starts[rows[0]]), table.take(rows)
 
 
+def window_shards(starts: np.ndarray, shards: int) -> np.ndarray:
+    """Each window start's shard, spread by a multiplicative hash (starts are multiples of the window size)."""
+    return (starts.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15) >> np.uint64(32)) % np.uint64(shards)
+
+
 def _summed(tables, keys) -> pa.Table:
     return pa.concat_tables(tables).group_by(keys, use_threads=False).aggregate([("count_all", "sum")]).rename_columns(
         keys + ["count_all"])
@@ -170,9 +181,15 @@ class _RunningCounts:
         self._keys = keys
         self._tables, self._summed_rows, self._pending_rows = [], 0, 0
 
+    @property
+    def rows(self) -> int:
+        return self._summed_rows + self._pending_rows
+
     def add(self, rows: pa.Table):
-        """Counts `rows` (the keys' columns, one row a click)."""
-        self._tables.append(rows.append_column("count_all", pa.array(np.ones(len(rows), np.int64))))
+        """Counts `rows`: the keys' columns, one row a click, or with count_all, counts to add."""
+        if "count_all" not in rows.column_names:
+            rows = rows.append_column("count_all", pa.array(np.ones(len(rows), np.int64)))
+        self._tables.append(rows)
         self._pending_rows += len(rows)
         if self._pending_rows > max(self._summed_rows, MIN_ROWS_TO_SUM):
             self._sum()
@@ -183,44 +200,68 @@ class _RunningCounts:
             self._sum()
         return self._tables[0] if self._tables else None
 
+    def taken(self) -> Optional[pa.Table]:
+        """The counts so far, which start again from none."""
+        total, self._tables, self._summed_rows, self._pending_rows = self.total(), [], 0, 0
+        return total
+
     def _sum(self):
         self._tables = [_summed(self._tables, self._keys)]
         self._summed_rows, self._pending_rows = len(self._tables[0]), 0
 
 
 class _PartialCounts(beam.DoFn):
-    """Batches of unique clicks -> partial counts per ad and per ad and filter, keyed by window.
+    """Batches of unique clicks -> partial counts per ad and per ad and filter, as
+    ((kind, shard of windows), packed counts), or with `spill_dir` (kind, shard) and the path of
+    a file of them.
 
-    Counts add up over the whole bundle before the shuffle, as a lifted combiner's
+    Counts add up over the bundle before the shuffle, as a lifted combiner's
     would: a replay's bundle holds every dedup shard, and per shard there is
     nearly one count per click (few clicks share an ad, filter and minute within
-    a shard), so the shuffle carries one partial count per key and bundle instead.
+    a shard), so the shuffle carries about one partial count per key and bundle instead;
+    at `MAX_PARTIAL_ROWS` they go on (a long replay's minutes would not fit).
     Clicks are counted by their dimensions' values, the filter text made only for
     the sums, and the per-ad counts are summed from one combination's counts (every
     click has exactly one filter text per combination).
     """
 
-    def __init__(self, filter_dimensions):
+    def __init__(self, filter_dimensions, spill_dir: Optional[str] = None):
         self._filter_dimensions = [tuple(sorted(dims)) for dims in filter_dimensions] or [()]
+        self._spill_dir = spill_dir
 
     def start_bundle(self):
         self._counts = [_RunningCounts(["window_start", "ad_id", *dims]) for dims in self._filter_dimensions]
+        self._spill = Spill(self._spill_dir, "counts") if self._spill_dir else None
 
     def process(self, clicks: pa.Table):
         for dimensions, counts in zip(self._filter_dimensions, self._counts):
             counts.add(clicks.select(["window_start", "ad_id", *dimensions]))
+        if sum(counts.rows for counts in self._counts) > MAX_PARTIAL_ROWS:
+            yield from self._sent_on()
 
     def finish_bundle(self):
-        totals = [counts.total() for counts in self._counts]
+        for key_and_part in self._sent_on() + (self._spill.paths() if self._spill else []):
+            yield GlobalWindows.windowed_value(key_and_part)
+
+    def _sent_on(self) -> list:
+        """The counts so far, packed by (kind, shard) to be shuffled, or written to the spill (then [])."""
+        totals = [counts.taken() for counts in self._counts]
         if totals[0] is None:
-            return
+            return []
         per_ad = _summed([totals[0].drop_columns(list(self._filter_dimensions[0]))], ["window_start", "ad_id"])
         parts = [("per_ad", per_ad)]
         parts += [("per_filter", _with_filter_text(counts, dimensions))
                   for dimensions, counts in zip(self._filter_dimensions, totals) if dimensions]
+        sent = []
         for kind, counts in parts:
-            for window_start, part in _by_window(counts):
-                yield GlobalWindows.windowed_value((window_start, (kind, part)))
+            shard_of_row = window_shards(counts["window_start"].to_numpy(), MERGE_SHARDS)
+            for shard in np.unique(shard_of_row).tolist():
+                key, packed = (kind, shard), pack(counts.take(np.flatnonzero(shard_of_row == shard)))
+                if self._spill is None:
+                    sent.append((key, packed))
+                else:
+                    self._spill.add(key, packed)
+        return sent
 
 
 def _with_filter_text(counts: pa.Table, dimensions) -> pa.Table:
@@ -229,58 +270,60 @@ def _with_filter_text(counts: pa.Table, dimensions) -> pa.Table:
                      "filter": filter_text_column(counts, dimensions), "count_all": counts["count_all"]})
 
 
-class _MergeWindow(beam.DoFn):
-    """All partial counts of one window -> its AdCount and FilterCount tables and its TopAds."""
+class _MergeWindows(beam.DoFn):
+    """All partial counts of one kind and shard of windows -> per window, its AdCount or FilterCount
+    table, and with the AdCounts its TopAds."""
 
     def __init__(self, top_n: int):
         self._top_n = top_n
 
-    def process(self, window_and_parts):
-        window_start, parts = window_and_parts
-        per_ad = self._sum([part for kind, part in parts if kind == "per_ad"], ["ad_id"], window_start)
-        yield beam.pvalue.TaggedOutput("per_ad", per_ad)
-        filter_parts = [part for kind, part in parts if kind == "per_filter"]
-        if filter_parts:
-            yield beam.pvalue.TaggedOutput("per_filter", self._sum(filter_parts, ["ad_id", "filter"], window_start))
-        best = per_ad.take(pc.sort_indices(per_ad, [("clicks", "descending"), ("ad_id", "ascending")])[:self._top_n])
-        ranking = tuple(zip(best["ad_id"].to_pylist(), best["clicks"].to_pylist()))
-        yield beam.pvalue.TaggedOutput("top_ads", TopAds(window_start, ranking))
-
-    @staticmethod
-    def _sum(parts, keys, window_start) -> pa.Table:
-        summed = pa.concat_tables(parts).group_by(keys, use_threads=False).aggregate([("count_all", "sum")])
-        columns = {"ad_id": summed["ad_id"], "window_start": pa.array(np.full(len(summed), window_start), pa.int64())}
-        if "filter" in keys:
-            columns["filter"] = summed["filter"]
-        columns["clicks"] = summed["count_all_sum"]
-        return pa.table(columns)
+    def process(self, key_and_parts):
+        (kind, _), parts = key_and_parts
+        keys = ["window_start", "ad_id"] + (["filter"] if kind == "per_filter" else [])
+        counts = _RunningCounts(keys)
+        for part in unpacked(parts):
+            counts.add(part)
+        for window_start, summed in _by_window(counts.total()):
+            columns = {"ad_id": summed["ad_id"], "window_start": summed["window_start"]}
+            if kind == "per_filter":
+                columns["filter"] = summed["filter"]
+            rows = pa.table({**columns, "clicks": summed["count_all"]})
+            yield beam.pvalue.TaggedOutput(kind, rows)
+            if kind == "per_ad":
+                order = pc.sort_indices(rows, [("clicks", "descending"), ("ad_id", "ascending")])
+                best = rows.take(order[:self._top_n])
+                ranking = tuple(zip(best["ad_id"].to_pylist(), best["clicks"].to_pylist()))
+                yield beam.pvalue.TaggedOutput("top_ads", TopAds(window_start, ranking))
 
 
 class _CountBatches(beam.PTransform):
     """Bounded input: batches of unique clicks with window_start -> per_ad and per_filter tables, top_ads rows."""
 
-    def __init__(self, filter_dimensions, top_n: int):
+    def __init__(self, filter_dimensions, top_n: int, spill_dir: Optional[str]):
         super().__init__()
         self._filter_dimensions = filter_dimensions
         self._top_n = top_n
+        self._spill_dir = spill_dir
 
     def expand(self, clicks):
         outputs = (
             clicks
-            | "PartialCounts" >> beam.ParDo(_PartialCounts(self._filter_dimensions))
+            | "PartialCounts" >> beam.ParDo(_PartialCounts(self._filter_dimensions, self._spill_dir))
             | "GatherWindows" >> beam.GroupByKey()
-            | "MergeWindows" >> beam.ParDo(_MergeWindow(self._top_n)).with_outputs("per_ad", "per_filter", "top_ads"))
+            | "MergeWindows" >> beam.ParDo(_MergeWindows(self._top_n)).with_outputs("per_ad", "per_filter", "top_ads"))
         return Aggregates(outputs.per_ad, outputs.per_filter, outputs.top_ads)
 
 
 class AggregateClicks(beam.PTransform):
     """Windowed clicks -> `Aggregates` (transforms/records.py), what every sink takes: per ad, per ad
     and filter, the top N per window and, with `sliding_minutes`, the top N over the last M minutes
-    every minute (`window` is the minute windows' settings, which its sliding windows follow)."""
+    every minute (`window` is the minute windows' settings, which its sliding windows follow). With
+    `spill_dir` (a local replay's choice), a replay's shuffles of counts wait in files there."""
 
     def __init__(self, filter_dimensions: Sequence[Tuple[str, ...]], top_n: int, hot_key_fanout: int,
-                 sliding_minutes: int = 0, window: Optional[WindowConfig] = None):
+                 sliding_minutes: int = 0, window: Optional[WindowConfig] = None, spill_dir: Optional[str] = None):
         super().__init__()
+        self._spill_dir = spill_dir
         self._filter_dimensions = filter_dimensions
         self._top_n = top_n
         self._fanout = hot_key_fanout
@@ -294,11 +337,11 @@ class AggregateClicks(beam.PTransform):
         window = self._window
         sliding = aggregates.per_ad | "TopAdsSliding" >> TopAdsSliding(
             self._sliding_minutes, self._top_n, window.size_seconds, window.allowed_lateness_seconds,
-            window.early_firing_seconds)
+            window.early_firing_seconds, self._spill_dir)
         return aggregates._replace(top_ads_sliding=sliding)
 
     def _counted(self, clicks) -> Aggregates:
         if clicks.is_bounded:
-            return clicks | "CountBatches" >> _CountBatches(self._filter_dimensions, self._top_n)
+            return clicks | "CountBatches" >> _CountBatches(self._filter_dimensions, self._top_n, self._spill_dir)
         counts = clicks | "PerAd" >> CountPerAd(self._filter_dimensions, self._fanout)
         return Aggregates(counts.per_ad, counts.per_filter, counts.per_ad | "TopAds" >> TopAdsPerWindow(self._top_n))
