@@ -35,7 +35,7 @@ DAY_MS = 86_400_000
 BEFORE = GeneratorConfig(events=3_000, seed=52, ads=50, minutes=5, start_ms=GeneratorConfig().start_ms - DAY_MS)
 # Its staging takes about a second on an idle 2-core machine: long enough to be caught writing.
 BIG = GeneratorConfig(events=200_000, seed=51, ads=3_000, minutes=60)
-WRITING_BYTES = 1 << 20  # a WAL this large holds rows, not just the schema
+WRITING_BYTES = 1 << 20  # a WAL (or a staging database, which has none) this large holds rows, not just the schema
 
 
 @pytest.fixture(scope="module")
@@ -103,8 +103,8 @@ def test_a_replay_killed_while_it_writes_then_run_again_gives_exact_tables(logs,
     assert before == expected(root / "before")
 
     def writing() -> bool:
-        if moment == "staging":  # rows going into the staging database
-            return any(size(path) > WRITING_BYTES for path in tmp_path.glob(f".{db.name}.staging-*-wal"))
+        if moment == "staging":  # rows going into the staging database (no journal: straight into its file)
+            return any(size(path) > WRITING_BYTES for path in tmp_path.glob(f".{db.name}.staging-*"))
         return size(tmp_path / f"{db.name}-wal") > WRITING_BYTES  # the swap's transaction, or just after it
     process = subprocess.Popen(replay_command(root / "big", db, tmp_path), cwd=REPO, start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

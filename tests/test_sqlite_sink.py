@@ -87,3 +87,44 @@ def test_a_new_database_gets_16_kib_pages_and_an_older_one_keeps_its_own(tmp_pat
     assert sqlite3.connect(older).execute("PRAGMA page_size").fetchone() == (4096,)
     write_rows(connect(new), PER_AD, PER_FILTER, TOP)
     assert dump(older) == dump(new)
+
+
+def _indexes(path) -> set:
+    connection = sqlite3.connect(path)
+    try:
+        return {name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'index' "
+                                                       "AND name NOT LIKE 'sqlite_autoindex_%'")}
+    finally:
+        connection.close()
+
+
+def test_a_staging_database_is_written_without_journal_or_indexes_and_swapped_in_with_them(tmp_path):
+    from sinks.sqlite import swap_in
+    sink, staging = tmp_path / "sink.db", tmp_path / "staging.db"
+    write_rows(connect(str(sink)), per_ad=[("ad-1", 0, 5)], per_filter=[("ad-1", 0, "country=US", 5)])
+    connection = connect(str(staging), staging=True)
+    assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "off"
+    write_rows(connection, per_ad=[("ad-1", 60_000, 2), ("ad-2", 60_000, 3)],
+               per_filter=[("ad-1", 60_000, "country=US", 2), ("ad-2", 60_000, "country=FR", 3)])
+    connection.close()
+    assert _indexes(staging) == set(), "a staging database keeps no index while it is written"
+    swap_in(str(sink), str(staging))
+    assert _indexes(sink) == {"clicks_per_minute_by_window", "clicks_per_minute_by_filter_by_window"}
+    rows = sqlite3.connect(sink).execute("SELECT * FROM clicks_per_minute ORDER BY 1, 2").fetchall()
+    assert rows == [("ad-1", 0, 5), ("ad-1", 60_000, 2), ("ad-2", 60_000, 3)]
+    by_filter = sqlite3.connect(sink).execute("SELECT * FROM clicks_per_minute_by_filter ORDER BY 1, 2").fetchall()
+    assert by_filter == [("ad-1", 0, "country=US", 5), ("ad-1", 60_000, "country=US", 2),
+                         ("ad-2", 60_000, "country=FR", 3)]
+    assert not staging.exists()
+
+
+def test_a_replay_into_an_empty_sink_leaves_it_indexed_as_a_new_one(tmp_path):
+    from sinks.sqlite import swap_in
+    sink, staging = tmp_path / "sink.db", tmp_path / "staging.db"
+    connect(str(sink)).close()
+    write_rows(connect(str(staging), staging=True), per_ad=[("ad-1", 0, 1)], per_filter=[("ad-1", 0, "ip=x", 1)])
+    swap_in(str(sink), str(staging))
+    assert _indexes(sink) == {"clicks_per_minute_by_window", "clicks_per_minute_by_filter_by_window"}
+    assert sqlite3.connect(sink).execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    assert sqlite3.connect(sink).execute("SELECT * FROM clicks_per_minute_by_filter").fetchall() == [
+        ("ad-1", 0, "ip=x", 1)]
