@@ -10,6 +10,7 @@ import datetime
 import functools
 import gc
 import ipaddress
+import itertools
 from typing import Annotated, List, NamedTuple, Optional, Union
 
 import msgspec
@@ -31,6 +32,7 @@ from transforms.records import (
     RawLines,
     RawRecord,
     iso_to_epoch_ms,
+    iso_to_epoch_ms_column,
 )
 
 MAX_ID_LENGTH = 256
@@ -302,13 +304,23 @@ def _typed(payloads, oversize) -> tuple:
 
 
 def _epoch_ms(stamps: list) -> list:
-    """click_ts as epoch ms: ISO-8601 strings converted, None where a string is not a valid one."""
-    for i, stamp in enumerate(stamps):
-        if type(stamp) is str:
-            try:
-                stamps[i] = _click_ts({"click_ts": stamp})
-            except _Invalid:
-                stamps[i] = None
+    """click_ts as epoch ms: ISO-8601 strings converted (those of a common form all at once), None where
+    a string is not a valid one (the range is checked later, with the integers')."""
+    strings = [i for i, stamp in enumerate(stamps) if type(stamp) is str]
+    if not strings:
+        return stamps
+    texts = [stamps[i] for i in strings]
+    try:
+        values, read = iso_to_epoch_ms_column(pa.array(texts, pa.string()))
+    except (UnicodeError, pa.ArrowException):  # text Arrow cannot hold (a lone surrogate): one by one
+        values, read = np.zeros(len(texts), dtype=np.int64), np.zeros(len(texts), dtype=bool)
+    for i, value in zip(itertools.compress(strings, read), values[read].tolist()):
+        stamps[i] = value
+    for i in itertools.compress(strings, ~read):
+        try:
+            stamps[i] = _click_ts({"click_ts": stamps[i]})
+        except _Invalid:
+            stamps[i] = None
     return stamps
 
 
@@ -470,8 +482,9 @@ def _verdicts(sources, offsets, payloads, count, oversize, receive_ts, columns, 
         rows.append(np.asarray(kept, dtype=np.int64))
     if not parts:
         return Verdicts(None, dead_letters, count)
-    rows = np.concatenate(rows).tolist()
-    receive = pa.array([receive_ts[i] for i in rows] if receive_ts else [None] * len(rows), pa.int64())
+    rows = np.concatenate(rows)
+    receive = (pa.array([receive_ts[i] for i in rows.tolist()], pa.int64()) if receive_ts
+               else pa.nulls(len(rows), pa.int64()))
     clicks = pa.Table.from_arrays([pa.concat_arrays(list(column)) for column in zip(*parts)] + [receive],
                                   schema=CLICK_SCHEMA)
     return Verdicts(clicks, dead_letters, count)
