@@ -16,6 +16,7 @@ import dataclasses
 import json
 import os
 import pathlib
+import resource
 import sqlite3
 import subprocess
 import sys
@@ -73,9 +74,15 @@ PARQUET_READER = ("(SELECT to_json(event_id) AS event_id, to_json(ad_id) AS ad_i
 def duckdb_counts(pattern: str, fmt: str) -> tuple:
     reader = (JSONL_READER if fmt == "jsonl" else PARQUET_READER).format(pattern=pattern)
     countries = ", ".join(f"'{code}'" for code in sorted(COUNTRY_CODES))
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), _cpu_seconds(resource.RUSAGE_SELF)
     rows = duckdb.connect().sql(DUCKDB_COUNTS.format(reader=reader, countries=countries, octet=IPV4_OCTET)).fetchall()
-    return time.perf_counter() - started, {(ad, start): clicks for ad, start, clicks in rows}
+    return (time.perf_counter() - started, _cpu_seconds(resource.RUSAGE_SELF) - cpu,
+            {(ad, start): clicks for ad, start, clicks in rows})
+
+
+def _cpu_seconds(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
 
 
 def sqlite_counts(db: str) -> dict:
@@ -84,8 +91,9 @@ def sqlite_counts(db: str) -> dict:
 
 
 def run_measured(command) -> tuple:
-    """Runs a command; returns (wall seconds, peak RSS in bytes of its whole process tree)."""
-    started = time.perf_counter()
+    """Runs a command; returns (wall seconds, peak RSS in bytes of its whole process tree, CPU seconds of that
+    tree: on a shared machine less swayed by others' load than the wall time)."""
+    started, cpu = time.perf_counter(), _cpu_seconds(resource.RUSAGE_CHILDREN)
     process = subprocess.Popen(command)
     root, peak = psutil.Process(process.pid), 0
     stop = threading.Event()
@@ -107,7 +115,7 @@ def run_measured(command) -> tuple:
     sampler.join()
     if code:
         sys.exit(f"adclick bench: {' '.join(command)} failed with exit code {code}")
-    return time.perf_counter() - started, peak
+    return time.perf_counter() - started, peak, _cpu_seconds(resource.RUSAGE_CHILDREN) - cpu
 
 
 def parser() -> argparse.ArgumentParser:
@@ -131,8 +139,8 @@ def run(argv=None) -> dict:
     with tempfile.TemporaryDirectory() as scratch:
         work = pathlib.Path(args.workdir or scratch)
         manifest, pattern, truth = _log(args, work)
-        duck_seconds, duck = (None, None) if args.skip_duckdb else duckdb_counts(pattern, args.format)
-        wall, peak_rss, summary, replay_counts = _replay(args, replay_args, work, pattern)
+        duck_seconds, duck_cpu, duck = (None, None, None) if args.skip_duckdb else duckdb_counts(pattern, args.format)
+        wall, peak_rss, cpu, summary, replay_counts = _replay(args, replay_args, work, pattern)
     lines = manifest["read"]
     result = {
         "events": args.events, "lines": lines, "format": args.format, "cpus": os.cpu_count(),
@@ -142,6 +150,7 @@ def run(argv=None) -> dict:
         "duckdb_lines_per_s": duck_seconds and round(lines / duck_seconds),
         "replay_seconds": summary["seconds"], "replay_lines_per_s": round(lines / summary["seconds"]),
         "replay_wall_seconds": round(wall, 2), "replay_peak_rss_mb": round(peak_rss / 2**20),
+        "duckdb_cpu_seconds": duck_cpu and round(duck_cpu, 2), "replay_cpu_seconds": round(cpu, 2),
         "ratio_to_duckdb": duck_seconds and round(duck_seconds / summary["seconds"], 3),
         "same_counts": replay_counts == truth and (duck is None or replay_counts == duck),
         "same_counts_as_truth": replay_counts == truth,
@@ -229,25 +238,28 @@ def _write_chunked_log(config: GeneratorConfig, log_dir: pathlib.Path, fmt: str,
 
 
 def _replay(args, replay_args, work: pathlib.Path, pattern: str):
-    """(wall seconds, peak RSS, summary, per-(ad, minute) counts) of `adclick replay` into a fresh database."""
+    """(wall seconds, peak RSS, CPU seconds, summary, per-(ad, minute) counts) of `adclick replay` into a fresh
+    database (wall and CPU with start-up)."""
     db = work / "bench.db"
     for stale in work.glob("bench.db*"):
         stale.unlink()
     summary_path = work / "summary.json"
     profiler = ["-m", "pyinstrument", "-o", args.profile] if args.profile else []
-    wall, peak_rss = run_measured([
+    wall, peak_rss, cpu = run_measured([
         sys.executable, *profiler, "-m", "runners.cli", "replay", "--input", pattern, "--sink", f"sqlite:///{db}",
         "--dead-letter", str(work / "dead-letters.jsonl"), "--summary", str(summary_path), *replay_args])
-    return wall, peak_rss, json.loads(summary_path.read_text()), sqlite_counts(str(db))
+    return wall, peak_rss, cpu, json.loads(summary_path.read_text()), sqlite_counts(str(db))
 
 
 def _print(result: dict, from_truth: set, from_duckdb) -> None:
     print(f"{result['lines']:,} lines ({result['format']}, {result['input_gb']} GB), {result['cpus']} CPUs, "
           f"load average {' '.join(f'{load:.2f}' for load in result['load_average'])}")
     if result["duckdb_seconds"] is not None:
-        print(f"DuckDB  {result['duckdb_seconds']:8.2f} s  {result['duckdb_lines_per_s']:>10,} lines/s")
+        print(f"DuckDB  {result['duckdb_seconds']:8.2f} s  {result['duckdb_lines_per_s']:>10,} lines/s "
+              f"(CPU {result['duckdb_cpu_seconds']:.1f} s)")
     print(f"replay  {result['replay_seconds']:8.2f} s  {result['replay_lines_per_s']:>10,} lines/s "
-          f"(wall {result['replay_wall_seconds']:.1f} s with start-up; peak RSS {result['replay_peak_rss_mb']:,} MB)")
+          f"(wall {result['replay_wall_seconds']:.1f} s with start-up; CPU {result['replay_cpu_seconds']:.1f} s with "
+          f"start-up; peak RSS {result['replay_peak_rss_mb']:,} MB)")
     if result["ratio_to_duckdb"] is not None:
         print(f"replay / DuckDB throughput: {result['ratio_to_duckdb']:.3f}")
     for name, differing in (("the truth", from_truth), ("DuckDB", from_duckdb)):
