@@ -110,7 +110,8 @@ class ParseBatchFn(beam.DoFn):
     With `processes`, batches are judged by that many worker processes, a few
     batches ahead, while this one goes on reading and sharding: on one machine
     the runner itself works in one process. When they are all busy, this one
-    judges the next batch itself instead of waiting.
+    waits for the oldest: judging batches itself too, it was the slowest of them
+    (it judged about half of them besides reading and sharding all).
     """
 
     def __init__(self, processes: int = 0):
@@ -150,13 +151,9 @@ class ParseBatchFn(beam.DoFn):
         if not self._processes or self._pool is None:  # no workers: asked for none, or stopped by the launcher
             yield from self._outputs(judge(batch))
             return
-        if len(self._pending) < 2 * self._processes:
-            self._pending.append(self._pool.submit(judge, batch))
-        elif self._pending[0].done():
+        if len(self._pending) >= 2 * self._processes:  # enough ahead to keep every worker busy: take the oldest
             yield from self._outputs(self._pending.popleft().result())
-            self._pending.append(self._pool.submit(judge, batch))
-        else:  # the workers are busy (or still starting): judge this one here rather than wait
-            yield from self._outputs(judge(batch))
+        self._pending.append(self._pool.submit(judge, batch))
 
     def teardown(self):
         self._stop_workers()
