@@ -27,7 +27,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import Metrics
 from apache_beam.transforms.timeutil import TimeDomain
-from apache_beam.transforms.userstate import SetStateSpec, TimerSpec, on_timer
+from apache_beam.transforms.userstate import BagStateSpec, TimerSpec, on_timer
 from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.timestamp import Timestamp
 
@@ -122,9 +122,16 @@ class _FirstCopies(beam.DoFn):
 
 
 class _FirstCopyInBucketFn(beam.DoFn):
-    """Per (bucket, shard) key: the event_ids seen, forgotten together when the TTL has passed."""
+    """Per (bucket, shard) key: the event_ids seen, forgotten together when the TTL has passed.
 
-    SEEN = SetStateSpec("seen", StrUtf8Coder())
+    The ids are a bag, appended to: Beam's Python `SetState` rebuilds and rewrites its whole set on
+    half of its adds. A key's ids are read from the runner once a bundle and kept here as a set until
+    the bundle ends: each state read is a round trip to the runner (Prism grants no cache tokens).
+    The DoFn instance runs one bundle at a time and every change to the key's state within it goes
+    through this copy too, so the copy is the state.
+    """
+
+    SEEN = BagStateSpec("seen", StrUtf8Coder())
     FORGET = TimerSpec("forget", TimeDomain.WATERMARK)
 
     def __init__(self, bucket_ms: int, ttl_ms: int):
@@ -135,11 +142,19 @@ class _FirstCopyInBucketFn(beam.DoFn):
         self.unique = Metrics.counter("adclick", "unique")
         self.duplicates = Metrics.counter("adclick", "duplicates")
 
+    def start_bundle(self):
+        self._seen_in_bundle = {}
+
     def process(self, key_and_click, seen=beam.DoFn.StateParam(SEEN), forget=beam.DoFn.TimerParam(FORGET)):
-        (bucket_start, _), click = key_and_click
-        if click.event_id in seen.read():
+        key, click = key_and_click
+        bucket_start = key[0]
+        known = self._seen_in_bundle.get(key)
+        if known is None:
+            known = self._seen_in_bundle[key] = set(seen.read())
+        if click.event_id in known:
             self.duplicates.inc()
             return
+        known.add(click.event_id)
         seen.add(click.event_id)
         # The bucket's last millisecond plus the TTL: with 1 ms buckets, exactly DeduplicatePerKey's expiry.
         forget.set(Timestamp(micros=(bucket_start + self._bucket_ms - 1 + self._ttl_ms) * 1_000))
@@ -147,7 +162,8 @@ class _FirstCopyInBucketFn(beam.DoFn):
         yield click
 
     @on_timer(FORGET)
-    def forget_bucket(self, seen=beam.DoFn.StateParam(SEEN)):
+    def forget_bucket(self, key=beam.DoFn.KeyParam, seen=beam.DoFn.StateParam(SEEN)):
+        self._seen_in_bundle.pop(key, None)
         seen.clear()
 
 

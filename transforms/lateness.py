@@ -70,11 +70,17 @@ class _TooLateFn(beam.DoFn):
     def setup(self):
         self._too_late = Metrics.counter("adclick", "too_late")
 
+    def start_bundle(self):
+        # A shard's horizon, read once a bundle: each state read is a round trip to the runner.
+        self._horizons = {}
+
     def process(self, shard_and_click, horizon=beam.DoFn.StateParam(HORIZON), probe=beam.DoFn.TimerParam(PROBE)):
-        _, click = shard_and_click
-        known = horizon.read()
+        shard, click = shard_and_click
+        known = self._horizons.get(shard)
         if known is None:
-            known = self._start_ms
+            known = self._horizons[shard] = horizon.read()
+        if known is None:
+            known = self._horizons[shard] = self._start_ms
             horizon.write(known)
             _arm(probe, known)
         if click is None:  # a shard's boot: only arms the probes
@@ -90,11 +96,14 @@ class _TooLateFn(beam.DoFn):
             yield click
 
     @on_timer(PROBE)
-    def probe_fired(self, fired=beam.DoFn.TimestampParam, horizon=beam.DoFn.StateParam(HORIZON),
-                    probe=beam.DoFn.TimerParam(PROBE)):
+    def probe_fired(self, shard=beam.DoFn.KeyParam, fired=beam.DoFn.TimestampParam,
+                    horizon=beam.DoFn.StateParam(HORIZON), probe=beam.DoFn.TimerParam(PROBE)):
         reached = fired.micros // 1_000
-        known = horizon.read()
+        known = self._horizons.get(shard)
+        if known is None:
+            known = horizon.read()
         if known is None or reached > known:
+            self._horizons[shard] = reached
             horizon.write(reached)
             _arm(probe, reached)
 
