@@ -60,7 +60,8 @@ def build_pipeline(
     clicks = (
         unique
         | "Window" >> WindowClicks(
-            window.size_seconds, window.allowed_lateness_seconds, window.early_firing_seconds))
+            window.size_seconds, window.allowed_lateness_seconds, window.early_firing_seconds,
+            window.late_firing_seconds))
     (clicks
      | "Aggregate" >> AggregateClicks(aggregates.filter_dimensions, aggregates.top_n, aggregates.hot_key_fanout,
                                       aggregates.sliding_minutes, window, spill_dir=config.spill_dir)

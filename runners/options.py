@@ -52,7 +52,7 @@ def at_least(minimum: int):
     return integer
 
 
-STREAM_ONLY = ("--allowed-lateness-seconds", "--early-firing-seconds", "--hot-key-fanout")
+STREAM_ONLY = ("--allowed-lateness-seconds", "--early-firing-seconds", "--late-firing-seconds", "--hot-key-fanout")
 
 
 def add_pipeline_arguments(parser: argparse.ArgumentParser, stream: bool) -> None:
@@ -76,12 +76,16 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser, stream: bool) -> Non
     if not stream:  # a replay's windows get one final pane each: these keep their defaults
         parser.set_defaults(allowed_lateness_seconds=window.allowed_lateness_seconds,
                             early_firing_seconds=window.early_firing_seconds,
+                            late_firing_seconds=window.late_firing_seconds,
                             hot_key_fanout=aggregates.hot_key_fanout)
         return
     group.add_argument("--allowed-lateness-seconds", type=at_least(0), default=window.allowed_lateness_seconds,
                        help="late panes for this long after the watermark passes a window (default: %(default)s)")
     group.add_argument("--early-firing-seconds", type=at_least(0), default=window.early_firing_seconds,
                        help="processing-time interval of early panes; 0 for none (default: %(default)s)")
+    group.add_argument("--late-firing-seconds", type=at_least(0), default=window.late_firing_seconds,
+                       help="a late pane this long (processing time) after a late click; 0: one pane per late "
+                            "click, which keeps Prism from combining before its shuffle (default: %(default)s)")
     group.add_argument("--hot-key-fanout", type=at_least(1), default=aggregates.hot_key_fanout,
                        help="partial sums a per-ad count is spread over (default: %(default)s)")
 
@@ -96,6 +100,7 @@ def refuse_stream_only(prog: str, beam_args) -> None:
 
 def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
     return PipelineConfig(
-        window=WindowConfig(args.window_seconds, args.allowed_lateness_seconds, args.early_firing_seconds),
+        window=WindowConfig(args.window_seconds, args.allowed_lateness_seconds, args.early_firing_seconds,
+                            args.late_firing_seconds),
         aggregates=AggregateConfig(args.filters, args.top_n, args.hot_key_fanout, args.top_sliding_minutes),
         max_skew_seconds=args.max_skew_seconds, risk=args.risk_rules)

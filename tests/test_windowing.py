@@ -48,7 +48,7 @@ def test_late_clicks_within_the_allowed_lateness_update_their_window_and_later_o
               .add_elements([TimestampedValue(click("late2", second=6), T0 / 1000 + 6)])   # too late: dropped
               .advance_watermark_to_infinity())
     pipeline = TestPipeline(options=PipelineOptions(streaming=True))
-    panes = (pipeline | stream | WindowClicks(60, 60, 0)
+    panes = (pipeline | stream | WindowClicks(60, 60, 0, late_firing_seconds=0)
              | beam.Map(lambda c: (c.ad_id, 1)) | beam.CombinePerKey(sum) | beam.Values()
              | beam.ParDo(count_per_window))
     ON_TIME, LATE = 1, 2

@@ -337,7 +337,7 @@ class AggregateClicks(beam.PTransform):
         window = self._window
         sliding = aggregates.per_ad | "TopAdsSliding" >> TopAdsSliding(
             self._sliding_minutes, self._top_n, window.size_seconds, window.allowed_lateness_seconds,
-            window.early_firing_seconds, self._spill_dir)
+            window.early_firing_seconds, self._spill_dir, window.late_firing_seconds)
         return aggregates._replace(top_ads_sliding=sliding)
 
     def _counted(self, clicks) -> Aggregates:

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.transforms.window import GlobalWindows, SlidingWindows
 
+from pipelines.config import WindowConfig
 from transforms.packed import Spill, pack, unpacked
 from transforms.records import SlidingTopAds
 from transforms.windowing import stream_windowing
@@ -119,8 +120,10 @@ class TopAdsSliding(beam.PTransform):
     """
 
     def __init__(self, minutes: int, n: int, window_seconds: int, allowed_lateness_seconds: int,
-                 early_firing_seconds: int, spill_dir: Optional[str] = None):
+                 early_firing_seconds: int, spill_dir: Optional[str] = None,
+                 late_firing_seconds: int = WindowConfig.late_firing_seconds):
         super().__init__()
+        self._late_firing_seconds = late_firing_seconds
         self._spill_dir = spill_dir
         self._minutes = minutes
         self._n = n
@@ -139,6 +142,6 @@ class TopAdsSliding(beam.PTransform):
             per_ad
             | "SlidingWindows" >> stream_windowing(
                 SlidingWindows(minutes * self._window_seconds, self._window_seconds),
-                self._allowed_lateness_seconds, self._early_firing_seconds)
+                self._allowed_lateness_seconds, self._early_firing_seconds, self._late_firing_seconds)
             | "TopN" >> beam.CombineGlobally(TopOverMinutesFn(self._n)).without_defaults()
             | "ToSlidingTopAds" >> beam.ParDo(_ToSlidingTopAds(minutes)))

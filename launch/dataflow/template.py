@@ -61,6 +61,7 @@ PARAMETERS = (
     Parameter("max_skew_seconds", (STREAM, REPLAY), _NATURAL),
     Parameter("allowed_lateness_seconds", (STREAM,), _NATURAL),
     Parameter("early_firing_seconds", (STREAM,), _NATURAL),
+    Parameter("late_firing_seconds", (STREAM,), _NATURAL),
     Parameter("hot_key_fanout", (STREAM,), _POSITIVE),
 )
 
