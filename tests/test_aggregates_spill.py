@@ -49,6 +49,7 @@ def test_a_long_replay_sends_its_counts_through_files_and_counts_exactly(log, tm
     # Every kind and shard of counts of the bundle has its file; the minutes' per-ad counts, one per hour of ends.
     assert sum(name.startswith("counts-") for name in names) > aggregates.MERGE_SHARDS
     assert sum(name.startswith("minute-counts-") for name in names) >= 3
+    assert all(name.startswith(("clicks-", "counts-", "minute-counts-")) for name in names)  # the dedup's: clicks-
     assert not list(spill.iterdir())
 
 
