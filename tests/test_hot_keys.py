@@ -24,9 +24,9 @@ from runners import replay
 from tests.clicks import batch
 from tests.stream_cases import streaming_options
 from tests.stream_truth import clicks_per_minute, sink_clicks_per_minute
-from transforms.aggregates import AggregateClicks
+from transforms.aggregates import AD_SHARDS, AggregateClicks
 from transforms.dedup import DedupByEventId
-from transforms.records import AdCount, Click, FilterCount, rows
+from transforms.records import AdCount, Click, FilterCount, event_id_shard, rows
 from transforms.windowing import WindowClicks
 
 HOT = GeneratorConfig(events=20_000, seed=5, ads=1_000, minutes=4, hot_ad_share=0.3)
@@ -163,8 +163,8 @@ def test_a_replay_spreads_the_hot_ad_over_every_shard_and_merges_partial_counts(
 
 
 def test_a_stream_fans_the_hot_ad_out_before_its_final_combine(hot_log):
-    """The per-ad combine sits behind Beam's hot-key fanout: the hot ad reaches the
-    pre-combine under several (nonce, ad) sub-keys, one per bundle's choice."""
+    """The per-ad combine (keyed by shards of the ads) sits behind Beam's hot-key fanout: the hot
+    ad's shard reaches the pre-combine under several (nonce, shard) sub-keys, one per bundle's choice."""
     truth = sorted(hot_log.truth[:3_000], key=lambda event: event["click_ts"])
     hot = hot_ad(truth)
     stream = TestStream()
@@ -182,11 +182,13 @@ def test_a_stream_fans_the_hot_ad_out_before_its_final_combine(hot_log):
 
     def check_sub_keys(sub_keys):
         per_sub_key = collections.Counter(sub_keys)
-        assert sum(per_sub_key.values()) == sum(event["ad_id"] == hot for event in truth)
+        assert sum(per_sub_key.values()) == sum(event_id_shard(event["ad_id"], AD_SHARDS) == hot_shard
+                                                for event in truth)
         assert 2 <= len(per_sub_key) <= FANOUT, per_sub_key
 
+    hot_shard = event_id_shard(hot, AD_SHARDS)
     hot_sub_keys = (splits[0].outputs["hot"]
-                    | "HotAd" >> beam.Filter(lambda element: element[0][1] == hot)
+                    | "HotShard" >> beam.Filter(lambda element: element[0][1] == hot_shard)
                     | "SubKey" >> beam.Map(lambda element: element[0][0]))
     assert_that(hot_sub_keys, check_sub_keys, label="FannedOut")
 

@@ -22,56 +22,74 @@ from apache_beam.transforms.window import GlobalWindows
 
 from pipelines.config import WindowConfig
 from transforms.packed import Spill, pack, unpacked
-from transforms.records import AdCount, Aggregates, FilterCount, TopAds, click_filter_text, filter_text_column
+from transforms.records import (
+    AdCount,
+    Aggregates,
+    FilterCount,
+    TopAds,
+    click_filter_text,
+    event_id_shard,
+    filter_text_column,
+)
 from transforms.sliding_top import TopAdsSliding
 
 MIN_ROWS_TO_SUM = 1_000_000  # partial counts pile up to at least this many rows before they are summed
 MAX_PARTIAL_ROWS = 2_000_000  # a bundle's running counts go on to the shuffle once they hold this many rows
 MERGE_SHARDS = 64  # the shuffle's keys per kind of count: each merge holds 1/64 of the minutes' counts
+AD_SHARDS = 16  # a stream's keys of the per-ad count (a stable hash of ad_id)
 
 
-class _CountsByFilterFn(beam.CombineFn):
-    """One ad's clicks, each given as its filter texts -> {None: clicks, filter text: clicks, ...}."""
+class _CountsByAdFn(beam.CombineFn):
+    """A shard's clicks, each given as (ad_id, its filter texts) -> {ad_id: {None: clicks, filter text: clicks}}."""
 
     def create_accumulator(self):
         return {}
 
-    def add_input(self, counts, filter_texts):
+    def add_input(self, by_ad, ad_and_filter_texts):
+        ad_id, filter_texts = ad_and_filter_texts
+        counts = by_ad.setdefault(ad_id, {})
         counts[None] = counts.get(None, 0) + 1
         for text in filter_texts:
             counts[text] = counts.get(text, 0) + 1
-        return counts
+        return by_ad
 
     def merge_accumulators(self, accumulators):
         merged = {}
-        for counts in accumulators:
-            for text, clicks in counts.items():
-                merged[text] = merged.get(text, 0) + clicks
+        for by_ad in accumulators:
+            for ad_id, counts in by_ad.items():
+                into = merged.setdefault(ad_id, {})
+                for text, clicks in counts.items():
+                    into[text] = into.get(text, 0) + clicks
         return merged
 
-    def extract_output(self, counts):
-        return counts
+    def extract_output(self, by_ad):
+        return by_ad
 
 
 class _AdRows(beam.DoFn):
-    """An ad's counts of a window -> its AdCount (main output) and FilterCounts (`per_filter`)."""
+    """A shard's counts of a window -> an AdCount per ad (main output) and its FilterCounts (`per_filter`)."""
 
-    def process(self, ad_and_counts, window=beam.DoFn.WindowParam):
-        ad_id, counts = ad_and_counts
+    def process(self, shard_and_counts, window=beam.DoFn.WindowParam):
+        _, by_ad = shard_and_counts
         window_start = int(window.start.micros // 1000)
-        for text, clicks in counts.items():
-            if text is None:
-                yield AdCount(ad_id, window_start, clicks)
-            else:
-                yield beam.pvalue.TaggedOutput("per_filter", FilterCount(ad_id, window_start, text, clicks))
+        for ad_id, counts in by_ad.items():
+            for text, clicks in counts.items():
+                if text is None:
+                    yield AdCount(ad_id, window_start, clicks)
+                else:
+                    yield beam.pvalue.TaggedOutput("per_filter", FilterCount(ad_id, window_start, text, clicks))
 
 
 class CountPerAd(beam.PTransform):
     """Windowed clicks -> AdCount per (ad_id, window) and, tagged `per_filter`, FilterCount per
     (ad_id, window, filter) for each combination of dimensions.
 
-    One combine per ad counts both, so that each click meets one trigger and an ad's
-    panes carry its filters' counts along; `hot_key_fanout` spreads a hot ad first.
+    One combine counts both, so that each click meets one trigger and an ad's panes carry its
+    filters' counts along. Its keys are `AD_SHARDS` shards of the ads, not the ads: a runner
+    fires a key's panes as a bundle of their own (Prism does), so a pane per ad would cost a
+    bundle per ad at every early firing. Each pane carries every ad of its shard; the runner
+    combines each bundle's clicks before its shuffle, which is also what keeps a hot ad cheap;
+    `hot_key_fanout` spreads a hot shard further.
     """
 
     def __init__(self, filter_dimensions: Sequence[Tuple[str, ...]], hot_key_fanout: int):
@@ -82,13 +100,14 @@ class CountPerAd(beam.PTransform):
     def expand(self, clicks):
         dimension_sets = self._filter_dimensions
 
-        def ad_and_filters(click):
-            return click.ad_id, tuple(click_filter_text(click, dimensions) for dimensions in dimension_sets)
+        def shard_and_filters(click):
+            return (event_id_shard(click.ad_id, AD_SHARDS),
+                    (click.ad_id, tuple(click_filter_text(click, dimensions) for dimensions in dimension_sets)))
 
         return (
             clicks
-            | "KeyByAd" >> beam.Map(ad_and_filters)
-            | "Count" >> beam.CombinePerKey(_CountsByFilterFn()).with_hot_key_fanout(self._fanout)
+            | "KeyByAdShard" >> beam.Map(shard_and_filters)
+            | "Count" >> beam.CombinePerKey(_CountsByAdFn()).with_hot_key_fanout(self._fanout)
             | "ToRows" >> beam.ParDo(_AdRows()).with_outputs("per_filter", main="per_ad"))
 
 
