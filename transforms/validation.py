@@ -474,15 +474,15 @@ def _verdicts(sources, offsets, payloads, count, oversize, receive_ts, columns, 
         else:
             valid.append(fields)
             kept.append(index)
-    parts, rows = [], [common_rows]
+    parts, row_parts = [], [common_rows]
     if len(common_rows):
         parts.append([column.filter(common) for column in columns])
     if valid:
         parts.append([pa.array(column, field.type) for column, field in zip(zip(*valid), CLICK_SCHEMA)])
-        rows.append(np.asarray(kept, dtype=np.int64))
+        row_parts.append(np.asarray(kept, dtype=np.int64))
     if not parts:
         return Verdicts(None, dead_letters, count)
-    rows = np.concatenate(rows)
+    rows = np.concatenate(row_parts)
     receive = (pa.array([receive_ts[i] for i in rows.tolist()], pa.int64()) if receive_ts
                else pa.nulls(len(rows), pa.int64()))
     clicks = pa.Table.from_arrays([pa.concat_arrays(list(column)) for column in zip(*parts)] + [receive],
