@@ -82,5 +82,5 @@ class PipelineConfig:
     max_skew_seconds: int = 300  # a click_ts further ahead of its receive time is set aside
     stream: StreamConfig = field(default_factory=StreamConfig)
     parse_processes: int = 0  # worker processes that judge a replay's batches; 0: the runner's own
-    spill_dir: Optional[str] = None  # where a replay's dedup shuffle waits in files; None: in the runner
+    spill_dir: Optional[str] = None  # where a replay's shuffles wait in files; None: in the runner
     risk: Optional[RiskConfig] = None  # the risk filter's rules; None: no filter (every unique click is billed)

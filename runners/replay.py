@@ -55,8 +55,9 @@ def parser() -> argparse.ArgumentParser:
                         help="worker processes that parse and validate (default: one per core on the DirectRunner "
                              "and Prism, whose Python runs here; none elsewhere, where workers are the parallelism)")
     parser.add_argument("--spill-dir", metavar="DIR",
-                        help="where the dedup shuffle waits in files, removed after the run (default: a temporary "
-                             "directory on the DirectRunner and Prism, which would hold it in memory; none elsewhere)")
+                        help="where the shuffles (dedup, risk filter, partial counts, sliding top N) wait in files, "
+                             "removed after the run (default: a temporary directory on the DirectRunner and Prism, "
+                             "which would hold them in memory; none elsewhere)")
     cli_options.add_pipeline_arguments(parser, stream=False)
     return parser
 
@@ -78,7 +79,7 @@ def parse_processes(args: argparse.Namespace, options: PipelineOptions) -> int:
 
 @contextlib.contextmanager
 def spill_dir(args: argparse.Namespace, options: PipelineOptions):
-    """The dedup shuffle's directory for this run (None: in the runner), removed when the run ends."""
+    """The directory of this run's shuffles (None: in the runner), removed when the run ends."""
     if args.spill_dir is None and not on_this_machine(options):
         yield None
         return

@@ -256,7 +256,8 @@ class StreamCollector:
             if name.startswith(FLAGGED_PREFIX):
                 flagged.add_metric([name[len(FLAGGED_PREFIX):]], count)
         yield flagged
-        yield counter("late_panes", "per-ad rows of late panes (each holds at least one late click) sent to the sink",
+        yield counter("late_panes",
+                      "per-ad rows of late panes sent to the sink (a late pane holds a late click of its shard of ads)",
                       totals.get(LATE_PANES, 0))
 
         buckets, cumulative = [], 0

@@ -1,8 +1,9 @@
 """Per-window aggregates: clicks per ad, per ad and filter, and the top N ads.
 
 Clicks follow a Zipf law, so a few ads get most of them. In a stream one
-combine per ad counts the ad and its filters, and spreads each ad over
-`hot_key_fanout` partial counts before the final one. A replay counts Arrow
+combine counts each ad and its filters, keyed by `AD_SHARDS` shards of the ads and
+combined per bundle before the shuffle (a hot ad costs no more than another), and
+`hot_key_fanout` spreads a shard over partial counts before the final one. A replay counts Arrow
 batches: each bundle of deduplicated clicks (every dedup shard, so a hot ad is
 spread over all of them) is counted on its own, and the partial counts meet in
 `MERGE_SHARDS` shards of minutes, where one step sums them and ranks each minute's ads.
