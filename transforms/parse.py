@@ -28,6 +28,10 @@ _live_pools: weakref.WeakSet = weakref.WeakSet()  # every pool not yet shut down
 # Set by `stop_workers`: a run unwinding after an interrupt may still run bundles on the runner's threads,
 # and a pool they started then would be spawning workers as the launcher exits (each dying loudly).
 _workers_stopped = False
+# The pools `stop_workers` shut down, kept until the next run starts: a pool collected on another thread (a
+# bundle still unwinding) runs its semaphores' finalizers there, and an interrupted launcher's os._exit could
+# cut one between unlinking a semaphore and telling the resource tracker, which then warns at the exit.
+_stopped_pools: list = []
 WORKER_STOP_SECONDS = 30
 
 
@@ -45,6 +49,7 @@ def start_workers(processes: int) -> None:
     launcher can overlap with building and planning the pipeline rather than the parse."""
     global _workers_stopped
     _workers_stopped = False
+    _stopped_pools.clear()
     if processes and processes not in _started_pools:
         pool = _started_pools[processes] = _new_pool(processes)
         for _ in range(processes):
@@ -61,6 +66,7 @@ def stop_workers() -> None:
     for pool in list(_live_pools):
         pool.shutdown(wait=True, cancel_futures=True)  # a worker finishes the batch it judges, then exits
         _live_pools.discard(pool)
+        _stopped_pools.append(pool)
     # A worker a signal caught mid-spawn is one its pool never waits for: it would fail loudly once the
     # pool's semaphores are gone. It has not judged anything yet.
     for child in multiprocessing.active_children():
