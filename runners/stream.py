@@ -98,10 +98,6 @@ def stream_config(args) -> PipelineConfig:
     if args.runner in ("direct", "prism") and config.aggregates.hot_key_fanout > 1:
         # The Python DirectRunner and Prism lose late data behind the fanout (docs/runners.md).
         config = dataclasses.replace(config, aggregates=dataclasses.replace(config.aggregates, hot_key_fanout=1))
-    if args.runner == "direct" and config.window.late_firing_seconds:
-        # The Python DirectRunner fires no pane when a window expires: a late click whose processing-time late
-        # pane had not fired yet would be dropped unseen. It lifts no combine anyway: a pane per late click.
-        config = dataclasses.replace(config, window=dataclasses.replace(config.window, late_firing_seconds=0))
     # The DirectRunner's Pub/Sub watermark is the wall clock: a window closed before the launch stays closed,
     # so a restarted stream (adclick recover) never rewrites one with the redelivered late clicks of its first pulls.
     wall_clock = args.runner == "direct" and args.source.startswith("pubsub://")

@@ -18,14 +18,6 @@ def test_a_person_types_only_runner_prism():
     assert options.view_as(PortableOptions).environment_type == "LOOPBACK"
     assert stream.check(args, options, stream.stream_config(args)) == [], "a local SQLite sink is fine on Prism"
     assert stream.stream_config(args).aggregates.hot_key_fanout == 1, "Prism loses late clicks behind the fanout"
-    assert stream.stream_config(args).window.late_firing_seconds == 1, "late panes by processing time: lifted combines"
-
-
-def test_the_direct_runner_fires_a_late_pane_per_late_click():
-    """It fires no pane when a window expires: a late pane still waiting for its processing time would be lost."""
-    args, _ = stream.parser().parse_known_args(
-        ["--source", "pubsub://projects/p/subscriptions/s", "--runner", "direct", "--late-firing-seconds", "5"])
-    assert stream.stream_config(args).window.late_firing_seconds == 0
 
 
 def test_options_given_are_kept():
