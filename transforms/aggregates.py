@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 from apache_beam.transforms.window import GlobalWindows
 
 from pipelines.config import WindowConfig
-from transforms.packed import Spill, pack, unpacked
+from transforms.packed import Spill, pack, partitioned, unpacked
 from transforms.records import (
     AdCount,
     Aggregates,
@@ -274,9 +274,8 @@ class _PartialCounts(beam.DoFn):
                   for dimensions, counts in zip(self._filter_dimensions, totals) if dimensions]
         sent = []
         for kind, counts in parts:
-            shard_of_row = window_shards(counts["window_start"].to_numpy(), MERGE_SHARDS)
-            for shard in np.unique(shard_of_row).tolist():
-                key, packed = (kind, shard), pack(counts.take(np.flatnonzero(shard_of_row == shard)))
+            for shard, rows in partitioned(counts, window_shards(counts["window_start"].to_numpy(), MERGE_SHARDS)):
+                key, packed = (kind, shard), pack(rows)
                 if self._spill is None:
                     sent.append((key, packed))
                 else:

@@ -29,7 +29,7 @@ from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.timestamp import Timestamp
 
 from pipelines.config import StreamConfig
-from transforms.packed import Spill, pack, unpacked
+from transforms.packed import Spill, pack, partitioned, unpacked
 from transforms.records import event_id_hashes, event_id_shard
 
 DEFAULT_SHARDS = 64  # a replay's shuffle: a shard of a 100M-click replay is 1.6M clicks, sorted in memory
@@ -63,12 +63,8 @@ class ShardByEventId(beam.DoFn):
     def process(self, clicks: pa.Table):
         if self._columns is not None:
             clicks = clicks.select(["event_id"] + [name for name in self._columns if name != "event_id"])
-        shard_of_row = self.shard_of_rows(clicks)
-        order = np.argsort(shard_of_row, kind="stable")  # one take, then a slice per shard
-        shards, starts = np.unique(shard_of_row[order], return_index=True)
-        clicks = clicks.take(order)
-        for shard, start, end in zip(shards.tolist(), starts.tolist(), [*starts[1:].tolist(), len(order)]):
-            packed = pack(clicks.slice(start, end - start))
+        for shard, rows in partitioned(clicks, self.shard_of_rows(clicks)):
+            packed = pack(rows)
             if self._spill is None:
                 yield shard, packed
             else:

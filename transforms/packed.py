@@ -9,6 +9,7 @@ shuffle in memory and copy it several times over when the next stage starts.
 import uuid
 from typing import Hashable, Iterator, List, Tuple
 
+import numpy as np
 import pyarrow as pa
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
@@ -26,6 +27,16 @@ def pack(table: pa.Table) -> bytes:
 def unpack(data: bytes) -> pa.Table:
     """The table `pack` was given."""
     return pa.ipc.open_stream(data).read_all()
+
+
+def partitioned(table: pa.Table, keys: np.ndarray) -> Iterator[Tuple[int, pa.Table]]:
+    """(key, its rows) for each distinct value of `keys` (one per row), in key order, the rows' order
+    kept: one sort and one take, then a slice per key, which packs to only its own rows."""
+    order = np.argsort(keys, kind="stable")
+    distinct, starts = np.unique(keys[order], return_index=True)
+    table = table.take(order)
+    for key, start, end in zip(distinct.tolist(), starts.tolist(), [*starts[1:].tolist(), len(order)]):
+        yield key, table.slice(start, end - start)
 
 
 class Spill:
