@@ -4,10 +4,11 @@ import pickle
 import random
 import uuid
 
+import numpy as np
 import pyarrow as pa
 from hypothesis import given, settings, strategies as st
 
-from transforms.packed import pack, unpack
+from transforms.packed import COMPRESSED_FROM_ROWS, pack, partitioned, unpack
 
 
 def table(ids, ads):
@@ -24,6 +25,22 @@ def test_a_table_survives_packing(rows):
 
 def test_packed_clicks_are_smaller_than_pickled():
     rng = random.Random(7)
-    clicks = table([str(uuid.UUID(int=rng.getrandbits(128))) for _ in range(5_000)],
-                   [f"ad-{rng.randrange(1000):06d}" for _ in range(5_000)])
-    assert len(pack(clicks)) < 0.85 * len(pickle.dumps(clicks))
+    rows = COMPRESSED_FROM_ROWS  # smaller tables go uncompressed: LZ4's cost per table outweighs its gain
+    clicks = table([str(uuid.UUID(int=rng.getrandbits(128))) for _ in range(rows)],
+                   [f"ad-{rng.randrange(1000):06d}" for _ in range(rows)])
+    packed = pack(clicks)
+    assert len(packed) < 0.85 * len(pickle.dumps(clicks))
+    assert unpack(packed).equals(clicks)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 300) | st.integers(-2**40, 2**40), max_size=60), st.sampled_from(["int64", "uint64"]))
+def test_partitioned_gives_each_keys_rows_in_order(keys, dtype):
+    if dtype == "uint64":
+        keys = [abs(key) for key in keys]
+    original = pa.table({"row": pa.array(range(len(keys)), pa.int64())})
+    parts = list(partitioned(original, np.array(keys, dtype=dtype)))
+    expected = {key: [row for row, k in enumerate(keys) if k == key] for key in sorted(set(keys))}
+    assert [key for key, _ in parts] == list(expected)
+    assert {key: rows["row"].to_pylist() for key, rows in parts} == expected
+    assert all(type(key) is int for key, _ in parts)
