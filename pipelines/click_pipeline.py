@@ -6,7 +6,8 @@ flagged clicks to their own output) → one-minute event-time windows → aggreg
 (per ad, per ad and filter, top N per minute and over the last M minutes) → sink.
 Malformed, skewed and too-late records → dead letters.
 
-The source and the sinks are passed in: the middle never knows which ones it runs on.
+Clicks move as Arrow batches, a stream's as a replay's (transforms/batches.py). The source and
+the sinks are passed in: the middle never knows which ones it runs on.
 """
 
 from typing import Optional
@@ -42,7 +43,7 @@ def build_pipeline(
     timely = parsed[VALID] | "CheckSkew" >> SetAsideSkewed(config.max_skew_seconds)
     in_time = (
         timely[VALID]
-        | "StampEventTime" >> StampEventTime()
+        | "StampEventTime" >> StampEventTime(window.size_seconds)
         | "CheckLateness" >> SetAsideTooLate(
             window.size_seconds, window.allowed_lateness_seconds, stream.lateness_shards, stream.closed_before_ms))
     # A replay's dedup keeps the columns the steps after it read: every one for the risk filter's output.
@@ -51,9 +52,10 @@ def build_pipeline(
     unique = in_time[VALID] | "Dedup" >> DedupByEventId(
         config.dedup_ttl_seconds, bucket_seconds=stream.dedup_bucket_seconds,
         shards_per_bucket=stream.dedup_shards_per_bucket, per_key=stream.dedup_per_key,
-        columns=columns, spill_dir=config.spill_dir)
+        columns=columns, spill_dir=config.spill_dir, window_seconds=window.size_seconds)
     if config.risk:
-        judged = unique | "Risk" >> RiskFilter(config.risk, window.allowed_lateness_seconds, spill_dir=config.spill_dir)
+        judged = unique | "Risk" >> RiskFilter(config.risk, window.allowed_lateness_seconds, spill_dir=config.spill_dir,
+                                               window_seconds=window.size_seconds)
         unique = judged[VALID]
         if flagged_sink is not None:
             judged[FLAGGED] | "WriteFlagged" >> flagged_sink

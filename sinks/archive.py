@@ -16,23 +16,34 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sinks.panes import WriteInPanes
-from transforms.records import CLICK_SCHEMA, Click
+from transforms.packed import partitioned
+from transforms.records import CLICK_SCHEMA
 
 DEFAULT_EVERY_SECONDS = 60
 
 
-def event_hour(click: Click) -> str:
-    moment = datetime.datetime.fromtimestamp(click.click_ts // 1000, datetime.timezone.utc)
+HOUR_MS = 3_600_000
+
+
+def event_hour(clicks: pa.Table) -> str:
+    """The partition of a batch of one event-time hour (`by_hour`)."""
+    moment = datetime.datetime.fromtimestamp(clicks["click_ts"][0].as_py() // 1000, datetime.timezone.utc)
     return moment.strftime("event_hour=%Y-%m-%dT%H")
 
 
-def write_parquet(handle, clicks) -> None:
-    table = pa.Table.from_pylist([click._asdict() for click in clicks], schema=CLICK_SCHEMA)
-    pq.write_table(table, handle, compression="zstd")
+def by_hour(clicks: pa.Table):
+    """A batch of clicks -> its parts of one event-time hour each."""
+    for _, rows in partitioned(clicks, clicks["click_ts"].to_numpy() // HOUR_MS):
+        yield rows
+
+
+def write_parquet(handle, batches) -> None:
+    """Batches of clicks (CLICK_SCHEMA) -> one Parquet file (of no rows for none: a runner may fire an empty pane)."""
+    pq.write_table(pa.concat_tables(batches) if batches else CLICK_SCHEMA.empty_table(), handle, compression="zstd")
 
 
 class WriteRawArchive(beam.PTransform):
-    """Valid Clicks (one per element) -> Parquet files by event-time hour under `root`."""
+    """Batches of valid clicks -> Parquet files by event-time hour under `root`."""
 
     def __init__(self, root: str, every_seconds: int = DEFAULT_EVERY_SECONDS, shards: int = 1):
         super().__init__()
@@ -41,5 +52,7 @@ class WriteRawArchive(beam.PTransform):
         self._shards = shards
 
     def expand(self, clicks):
-        return clicks | "WriteParquetPanes" >> WriteInPanes(
-            self._root, event_hour, write_parquet, "clicks", ".parquet", self._every_seconds, self._shards)
+        return (clicks
+                | "ByHour" >> beam.FlatMap(by_hour)
+                | "WriteParquetPanes" >> WriteInPanes(
+                    self._root, event_hour, write_parquet, "clicks", ".parquet", self._every_seconds, self._shards))

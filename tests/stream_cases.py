@@ -5,7 +5,7 @@ import orjson
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.transforms.window import TimestampedValue
 
-from tests.clicks import T0
+from tests.clicks import T0, batch, clicks_of
 from transforms.records import RawRecord
 
 
@@ -20,6 +20,22 @@ def raw(event_id, second, ad_id="ad-1", received_second=None, country="US"):
     payload = orjson.dumps({"event_id": event_id, "ad_id": ad_id, "click_ts": T0 + int(second * 1000),
                             "country": country})
     return TimestampedValue(RawRecord(payload, "test", -1, T0 + int(received * 1000)), at(received))
+
+
+def stream_batches(clicks, window_seconds: int = 60) -> list:
+    """Clicks as a stream moves them after StampEventTime: a batch per window, stamped with its start."""
+    by_window: dict = {}
+    for one in clicks:
+        by_window.setdefault(one.click_ts // (window_seconds * 1000), []).append(one)
+    return [TimestampedValue(batch(group), window * window_seconds) for window, group in by_window.items()]
+
+
+class ClickRows(beam.PTransform):
+    """Batches of clicks -> their Click rows, each stamped with its click_ts."""
+
+    def expand(self, batches):
+        return batches | "ClickRows" >> beam.FlatMap(
+            lambda table: [TimestampedValue(one, one.click_ts / 1000) for one in clicks_of(table)])
 
 
 def streaming_options() -> PipelineOptions:

@@ -6,10 +6,10 @@ import pyarrow as pa
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
-from apache_beam.transforms.window import TimestampedValue
 from hypothesis import given, strategies as st
 
 from tests.clicks import T0, batch, click
+from tests.stream_cases import stream_batches
 from transforms import aggregates
 from transforms.aggregates import AggregateClicks, TopAdsFn, _PartialCounts
 from transforms.packed import unpack
@@ -69,12 +69,12 @@ def test_a_replay_of_batches_matches_plain_python_counts():
         pipeline.run()
 
 
-def test_a_stream_of_clicks_matches_plain_python_counts():
+def test_a_stream_of_batches_matches_plain_python_counts():
     for top_n, fanout in ((100, 4), (1, 1)):
         stream = (TestStream()
-                  .add_elements([TimestampedValue(c, c.click_ts / 1000) for c in CLICKS[:25]])
+                  .add_elements(stream_batches(CLICKS[:25]))
                   .advance_watermark_to(T0 / 1000 + 30)
-                  .add_elements([TimestampedValue(c, c.click_ts / 1000) for c in CLICKS[25:]])
+                  .add_elements(stream_batches(CLICKS[25:]))
                   .advance_watermark_to_infinity())
         pipeline = TestPipeline(options=beam.options.pipeline_options.PipelineOptions(streaming=True))
         windowed = pipeline | stream | WindowClicks(60, 600, 10)

@@ -17,12 +17,11 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that
-from apache_beam.transforms.window import TimestampedValue
 
 from loadgen.generator import GeneratorConfig, generate, write_log
 from runners import replay
 from tests.clicks import batch
-from tests.stream_cases import streaming_options
+from tests.stream_cases import stream_batches, streaming_options
 from tests.stream_truth import clicks_per_minute, sink_clicks_per_minute
 from transforms.aggregates import AD_SHARDS, AggregateClicks
 from transforms.dedup import DedupByEventId
@@ -169,19 +168,21 @@ def test_a_stream_fans_the_hot_ad_out_before_its_final_combine(hot_log):
     hot = hot_ad(truth)
     stream = TestStream()
     for start in range(0, len(truth), 100):  # a bundle each: each picks its own sub-key
-        stream.add_elements([TimestampedValue(c, c.click_ts / 1000) for c in as_clicks(truth[start:start + 100])])
+        stream.add_elements(stream_batches(as_clicks(truth[start:start + 100])))
     stream.advance_watermark_to_infinity()
 
     pipeline = TestPipeline(options=streaming_options())
-    clicks = pipeline | stream | WindowClicks(60, 600, 10)
+    clicks = pipeline | stream | WindowClicks(60, 600, 10)  # batches of one window, as after StampEventTime
     aggregates = clicks | "Aggregate" >> AggregateClicks(FILTERS, 10, FANOUT)
     splits = [node for node in applied_transforms(pipeline)
               if node.full_label.startswith("Aggregate/PerAd/") and "SplitHotCold" in node.full_label
               and not node.parts]
     assert len(splits) == 1, "the per-ad combine has one hot-key fanout"
 
-    def check_sub_keys(sub_keys):
-        per_sub_key = collections.Counter(sub_keys)
+    def check_sub_keys(sub_keys_and_clicks):
+        per_sub_key = collections.Counter()
+        for sub_key, clicks in sub_keys_and_clicks:
+            per_sub_key[sub_key] += clicks
         assert sum(per_sub_key.values()) == sum(event_id_shard(event["ad_id"], AD_SHARDS) == hot_shard
                                                 for event in truth)
         assert 2 <= len(per_sub_key) <= FANOUT, per_sub_key
@@ -189,7 +190,8 @@ def test_a_stream_fans_the_hot_ad_out_before_its_final_combine(hot_log):
     hot_shard = event_id_shard(hot, AD_SHARDS)
     hot_sub_keys = (splits[0].outputs["hot"]
                     | "HotShard" >> beam.Filter(lambda element: element[0][1] == hot_shard)
-                    | "SubKey" >> beam.Map(lambda element: element[0][0]))
+                    | "SubKey" >> beam.Map(  # a batch's counts per ad of the shard: {ad_id: {None: clicks, ...}}
+                        lambda element: (element[0][0], sum(counts[None] for counts in element[1].values()))))
     assert_that(hot_sub_keys, check_sub_keys, label="FannedOut")
 
     per_ad = aggregates.per_ad | "AdRows" >> beam.FlatMap(rows, AdCount)

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from tests.spec_reading import spec_click
 from transforms import parse
-from transforms.parse import DEAD_LETTER, ParseBatchFn, ParseClickFn, ParseClicks, start_workers
+from transforms.parse import DEAD_LETTER, ParseBatchFn, ParseClicks, start_workers
 from transforms.records import Click, DeadLetter, RawBatch, RawLines, RawRecord, rows
 from transforms.validation import DEAD_LETTER_PREFIX_BYTES, Malformed, validate
 
@@ -287,26 +287,25 @@ def test_iso_fractions_truncate_to_the_millisecond(stamp, click_ts):
     pytest.param({**BASE, "event_id": None, "ad_id": "\ud800"}, id="lone-surrogate"),
 ])
 def test_dead_letter_of_an_unserialisable_dict_does_not_raise(payload):
-    fn = ParseClickFn()
-    fn.setup()
-    [output] = fn.process(RawRecord(payload, "typed", 1))
-    assert output.tag == DEAD_LETTER
+    clicks, [letter] = process([payload])
+    assert not clicks and letter.source == "corpus"
 
 
 def process(payloads, receive_ts=None):
-    """Run ParseClickFn on each payload: (clicks, dead letters), one output per input checked."""
-    fn = ParseClickFn()
+    """Run ParseBatchFn on a bundle of a RawRecord per payload, as a stream's: (clicks in any order,
+    dead letters in input order)."""
+    fn = ParseBatchFn()
     fn.setup()
-    clicks, dead = [], []
+    fn.start_bundle()
     for offset, payload in enumerate(payloads, 1):
-        outputs = list(fn.process(RawRecord(payload, "corpus", offset, receive_ts)))
-        assert len(outputs) == 1, payload
-        [output] = outputs
-        if isinstance(output, Click):
-            clicks.append(output)
+        assert not list(fn.process(RawRecord(payload, "corpus", offset, receive_ts)))  # judged when the bundle ends
+    clicks, dead = collections.Counter(), []
+    for output in fn.finish_bundle():
+        if isinstance(output, beam.pvalue.TaggedOutput):
+            assert output.tag == DEAD_LETTER and isinstance(output.value.value, DeadLetter)
+            dead.append(output.value.value)
         else:
-            assert output.tag == DEAD_LETTER and isinstance(output.value, DeadLetter)
-            dead.append(output.value)
+            clicks.update(rows(output.value, Click))
     return clicks, dead
 
 
@@ -321,7 +320,7 @@ def check_partition(payloads):
     """Each payload is exactly one click or one dead letter, with validate's verdict."""
     clicks, dead = process(payloads, receive_ts=7)
     verdicts = [validate(payload, 7) for payload in payloads]
-    assert clicks == [v for v in verdicts if isinstance(v, Click)]
+    assert clicks == collections.Counter(v for v in verdicts if isinstance(v, Click))
     assert [d.reason for d in dead] == [v.reason for v in verdicts if isinstance(v, Malformed)]
     malformed = [(offset, p) for offset, (p, v) in enumerate(zip(payloads, verdicts), 1) if isinstance(v, Malformed)]
     for letter, (offset, payload) in zip(dead, malformed):
@@ -334,7 +333,7 @@ def check_partition(payloads):
 def test_corpus_through_parse_click_fn():
     payloads = [p.values[0] for p in MALFORMED + VALID]
     clicks, dead = check_partition(payloads)
-    assert (len(clicks), len(dead)) == (len(VALID), len(MALFORMED))
+    assert (clicks.total(), len(dead)) == (len(VALID), len(MALFORMED))
     cut = next(d for d in dead if d.length == len(line(event_id=BIG)))
     assert len(cut.payload) == DEAD_LETTER_PREFIX_BYTES
 
@@ -349,11 +348,14 @@ def test_a_dead_letter_cut_inside_a_multibyte_character_stays_printable():
 
 
 def test_oversize_record_is_too_long_with_its_full_length():
-    fn = ParseClickFn()
+    fn = ParseBatchFn()
     fn.setup()
-    [output] = fn.process(RawRecord(b'{"event_id":"' + b"x" * 2000, "big.jsonl", 3, oversize=5_000_000))
-    assert output.value.reason == "too_long" and output.value.length == 5_000_000
-    assert len(output.value.payload) == DEAD_LETTER_PREFIX_BYTES
+    fn.start_bundle()
+    list(fn.process(RawRecord(b'{"event_id":"' + b"x" * 2000, "big.jsonl", 3, oversize=5_000_000)))
+    [output] = fn.finish_bundle()
+    letter = output.value.value
+    assert (letter.reason, letter.length, letter.offset) == ("too_long", 5_000_000, 3)
+    assert len(letter.payload) == DEAD_LETTER_PREFIX_BYTES
 
 
 @pytest.mark.parametrize("processes", [0, 2])
@@ -487,10 +489,10 @@ def per_record(payloads) -> tuple:
                 max_size=15))
 def test_every_record_is_exactly_one_click_or_dead_letter(payloads):
     clicks, dead = check_partition(payloads)
-    assert len(clicks) + len(dead) == len(payloads)
+    assert clicks.total() + len(dead) == len(payloads)
 
     batch_clicks, letters = through_batch(payloads)
-    assert batch_clicks == collections.Counter(c._replace(receive_ts=None) for c in clicks)
+    assert batch_clicks == collections.Counter(c._replace(receive_ts=None) for c in clicks.elements())
     assert letters == dead
 
 

@@ -49,7 +49,7 @@ CASES = (
     test_aggregates.test_a_replay_of_batches_matches_plain_python_counts,
     # Exact on Prism since late panes wait 1 s of processing time (WindowConfig.late_firing_seconds): the
     # expiry pane follows a trigger that counts elements (the minimal case below).
-    test_aggregates.test_a_stream_of_clicks_matches_plain_python_counts,
+    test_aggregates.test_a_stream_of_batches_matches_plain_python_counts,
     test_risk.test_a_stream_flags_what_a_replay_flags_whatever_the_arrival_order,
     test_risk.test_a_late_click_is_ranked_after_the_clicks_judged_on_time,
     test_risk.test_block_lists_alone_need_no_shuffle_and_flag_the_same_in_a_replay_and_a_stream,

@@ -32,6 +32,7 @@ from tests.pubsub_cases import wait_for
 from tests.servers.pubsub import PROJECT
 from tests.stream_cases import at, raw, streaming_options
 from tests.stream_truth import expected_tables, sink_tables
+from transforms.event_time import StampEventTime
 from transforms.lateness import SetAsideTooLate
 from transforms.parse import VALID, ParseClicks
 from transforms.set_aside import TOO_LATE
@@ -141,8 +142,7 @@ def test_a_window_closed_before_the_start_is_closed_from_the_first_click():
     for closed_before, too_late in ((None, []), (at(200), ["old"])):
         stream = TestStream().add_elements([raw("old", 1), raw("open", 199)]).advance_watermark_to_infinity()
         pipeline = beam.Pipeline(options=streaming_options())
-        judged = (pipeline | stream | ParseClicks())[VALID] | "Stamp" >> beam.Map(
-            lambda c: beam.window.TimestampedValue(c, c.click_ts / 1000))
+        judged = (pipeline | stream | ParseClicks())[VALID] | "Stamp" >> StampEventTime(60)
         horizon = None if closed_before is None else int(closed_before * 1000)
         judged = judged | SetAsideTooLate(60, 60, closed_before_ms=horizon)  # minute 0 closes at 120 s
         assert_that(judged[TOO_LATE] | "LateIds" >> beam.Map(lambda d: orjson.loads(d.payload)["event_id"]),

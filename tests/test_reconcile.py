@@ -14,6 +14,7 @@ from sinks.archive import write_parquet
 from tests.replay_truth import read_truth
 from tests.sink_reading import bigtable_tables
 from tests.stream_truth import expected_tables, sink_tables
+from transforms.batches import table_of
 from transforms.records import Click
 
 pytestmark = pytest.mark.slow
@@ -169,7 +170,7 @@ def test_restate_counts_a_click_that_only_the_raw_archive_holds(log, tmp_path):
     archive = tmp_path / "archive" / "event_hour=2026-01-01T00"
     archive.mkdir(parents=True)
     with open(archive / "clicks-late.parquet", "wb") as handle:
-        write_parquet(handle, [late])
+        write_parquet(handle, [table_of([late])])
     late_event = {"event_id": late.event_id, "ad_id": late.ad_id, "click_ts": late.click_ts, "country": "US"}
 
     status, report = run_reconcile(log, url, tmp_path, raw=[tmp_path / "archive" / "*" / "*.parquet"])
@@ -269,7 +270,7 @@ def test_restate_on_bigtable_counts_a_click_only_the_archive_holds(log, tmp_path
     archive = tmp_path / "archive" / "event_hour=2026-01-01T00"
     archive.mkdir(parents=True)
     with open(archive / "clicks-late.parquet", "wb") as handle:
-        write_parquet(handle, [late])
+        write_parquet(handle, [table_of([late])])
     raw = [tmp_path / "archive" / "*" / "*.parquet"]
     status, _ = run_reconcile(log, bigtable_url, tmp_path, "--restate", raw=raw)
     late_event = {"event_id": late.event_id, "ad_id": late.ad_id, "click_ts": late.click_ts, "country": None}

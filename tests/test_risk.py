@@ -22,7 +22,7 @@ from pipelines.config import AggregateConfig, PipelineConfig, RateRule, RiskConf
 from runners.summary import counters, summarize
 from tests.clicks import T0
 from tests.risk_truth import abusive_clicks, verdicts
-from tests.stream_cases import PaneSink, streaming_options
+from tests.stream_cases import PaneSink, stream_batches, streaming_options
 from transforms.parse import VALID
 from transforms.records import CLICK_SCHEMA, Click, RawRecord
 from transforms.risk import FLAGGED, RiskFilter, RiskRulesError, load_rules
@@ -150,14 +150,14 @@ def test_a_flagged_click_says_which_rule_and_why():
 
 
 def disordered_stream(clicks, disorder_ms: int, seed: int = 3) -> TestStream:
-    """The clicks as a stream delivers them: out of order by up to `disorder_ms`, 50 a bundle, the
-    watermark just behind the earliest click still to come (so none is late)."""
+    """The clicks as a stream delivers them: out of order by up to `disorder_ms`, 50 a bundle (as
+    batches of one window each), the watermark just behind the earliest click still to come (so none
+    is late)."""
     rng = random.Random(seed)
     order = sorted(clicks, key=lambda c: c["click_ts"] + rng.uniform(0, disorder_ms))
     stream = TestStream().advance_watermark_to(T0 / 1000)
     for start in range(0, len(order), 50):
-        stream = stream.add_elements([TimestampedValue(Click(**c), c["click_ts"] / 1000)
-                                      for c in order[start:start + 50]])
+        stream = stream.add_elements(stream_batches([Click(**c) for c in order[start:start + 50]]))
         rest = order[start + 50:]
         if rest:
             stream = stream.advance_watermark_to(min(c["click_ts"] for c in rest) / 1000 - 0.001)
@@ -170,7 +170,7 @@ def test_a_stream_flags_what_a_replay_flags_whatever_the_arrival_order():
     truth = truth_of(clicks)
     pipeline = beam.Pipeline(options=streaming_options())
     judged = pipeline | disordered_stream(clicks, 20_000) | RiskFilter(RULES, 0)
-    assert_that(judged[VALID] | beam.Map(lambda click: click.event_id),
+    assert_that(judged[VALID] | beam.FlatMap(lambda table: table["event_id"].to_pylist()),
                 equal_to(sorted({c["event_id"] for c in clicks} - set(truth))), label="Billed")
     assert_that(judged[FLAGGED] | beam.Map(lambda f: (f.event_id, f.rule)), equal_to(sorted(truth.items())),
                 label="Flagged")
@@ -184,19 +184,19 @@ def test_a_late_click_is_ranked_after_the_clicks_judged_on_time():
     rules = RiskConfig((RateRule("user_rate", "user", 2),))
 
     def click(event_id, second):
-        return TimestampedValue(Click(event_id, "ad-1", T0 + second * 1000, user_id="u1"), T0 / 1000 + second)
+        return Click(event_id, "ad-1", T0 + second * 1000, user_id="u1")
 
     stream = (TestStream().advance_watermark_to(T0 / 1000)
-              .add_elements([click("a", 10), click("b", 20), click("c", 30)])
+              .add_elements(stream_batches([click("a", 10), click("b", 20), click("c", 30)]))
               .advance_watermark_to(T0 / 1000 + 90)
-              .add_elements([click("late", 5)])
+              .add_elements(stream_batches([click("late", 5)]))
               .advance_watermark_to_infinity())
     pipeline = beam.Pipeline(options=streaming_options())
     judged = pipeline | stream | RiskFilter(rules, 600)
     assert_that(judged[FLAGGED] | beam.Map(lambda f: (f.event_id, f.detail.split(" of ")[0])),
                 equal_to([("c", "click 3"), ("late", "click 4")]), label="Flagged")
     pipeline.run().wait_until_finish()
-    assert sorted(truth_of([c.value._asdict() for c in (click("a", 10), click("b", 20), click("c", 30),
+    assert sorted(truth_of([c._asdict() for c in (click("a", 10), click("b", 20), click("c", 30),
                                                          click("late", 5))], rules)) == ["b", "c"]
 
 

@@ -11,30 +11,35 @@ from apache_beam.runners.direct import watermark_manager
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.deduplicate import DeduplicatePerKey
-from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Duration
 
 from runners.summary import counters
 from tests.clicks import click
-from tests.stream_cases import at, streaming_options
+from tests.stream_cases import ClickRows, at, stream_batches, streaming_options
 from transforms.dedup import DedupByEventId
 
 TTL = 120
 
 
-def copy(event_id, second):
-    return TimestampedValue(click(event_id, second=second), at(second))
+def copies(*ids_and_seconds):
+    """A bundle of clicks (event_id, second), as the stream's batches of one window each."""
+    return stream_batches([click(event_id, second=second) for event_id, second in ids_and_seconds])
+
+
+def event_ids(batches):
+    return batches | "EventIds" >> beam.FlatMap(lambda table: table["event_id"].to_pylist())
 
 
 def run(stream, bucket_seconds, expected_ours, expected_beam):
     """Checks the ids that count by our dedup and by DeduplicatePerKey; returns our counters."""
     pipeline = beam.Pipeline(options=streaming_options())
-    clicks = pipeline | stream
-    ours = clicks | "Ours" >> DedupByEventId(TTL, bucket_seconds=bucket_seconds, shards_per_bucket=4)
-    beams = (clicks
+    batches = pipeline | stream
+    ours = batches | "Ours" >> DedupByEventId(TTL, bucket_seconds=bucket_seconds, shards_per_bucket=4)
+    beams = (batches
+             | ClickRows()
              | beam.Map(lambda c: (c.event_id, c))
              | DeduplicatePerKey(event_time_duration=Duration(seconds=TTL)))
-    assert_that(ours | "OurIds" >> beam.Map(lambda c: c.event_id), equal_to(expected_ours), label="Ours")
+    assert_that(event_ids(ours), equal_to(expected_ours), label="Ours")
     assert_that(beams | "BeamIds" >> beam.Map(lambda kv: kv[0]), equal_to(expected_beam), label="Beam")
     result = pipeline.run()
     result.wait_until_finish()
@@ -44,14 +49,14 @@ def run(stream, bucket_seconds, expected_ours, expected_beam):
 def across_bundles_windows_and_the_ttl():
     return (TestStream()
             .advance_watermark_to(at(0))
-            .add_elements([copy("e1", 5), copy("e2", 10), copy("e1", 5)])   # a resend in the same bundle
+            .add_elements(copies(("e1", 5), ("e2", 10), ("e1", 5)))   # a resend in the same bundle
             .advance_watermark_to(at(61))                                      # minute 0 is over
-            .add_elements([copy("e1", 5), copy("e3", 70)])                     # a resend in a later bundle and window
-            .add_elements([copy("e3", 70), copy("e4", 65)])
+            .add_elements(copies(("e1", 5), ("e3", 70)))                     # a resend in a later bundle and window
+            .add_elements(copies(("e3", 70), ("e4", 65)))
             .advance_watermark_to(at(250))                                     # every TTL above has passed
-            .add_elements([copy("e1", 5), copy("e3", 70), copy("e5", 200)])   # e1, e3 count again
+            .add_elements(copies(("e1", 5), ("e3", 70), ("e5", 200)))   # e1, e3 count again
             .advance_watermark_to(at(300))
-            .add_elements([copy("e5", 200), copy("e2", 10)])                   # e5 within its TTL; e2 counts again
+            .add_elements(copies(("e5", 200), ("e2", 10)))                   # e5 within its TTL; e2 counts again
             .advance_watermark_to_infinity())
 
 
@@ -69,9 +74,9 @@ def test_with_one_ms_buckets_the_expiry_is_deduplicate_per_keys_to_the_milliseco
     def stream():
         return (TestStream()
                 .advance_watermark_to(at(0))
-                .add_elements([copy("e3", 70)])
+                .add_elements(copies(("e3", 70)))
                 .advance_watermark_to(at(190))
-                .add_elements([copy("e3", 70)])
+                .add_elements(copies(("e3", 70)))
                 .advance_watermark_to_infinity())
 
     run(stream(), 0.001, ["e3", "e3"], ["e3", "e3"])
@@ -82,7 +87,7 @@ def test_with_one_ms_buckets_the_expiry_is_deduplicate_per_keys_to_the_milliseco
 def test_the_per_key_variant_for_benchmarks_counts_like_ours():
     pipeline = beam.Pipeline(options=streaming_options())
     ids = (pipeline | across_bundles_windows_and_the_ttl()
-           | DedupByEventId(TTL, per_key=True) | beam.Map(lambda c: c.event_id))
+           | DedupByEventId(TTL, per_key=True) | beam.FlatMap(lambda table: table["event_id"].to_pylist()))
     assert_that(ids, equal_to(["e1", "e1", "e2", "e2", "e3", "e3", "e4", "e5"]))
     result = pipeline.run()
     result.wait_until_finish()
@@ -106,12 +111,12 @@ def test_the_runner_forgets_dedup_keys_whose_state_and_timers_are_gone(monkeypat
     monkeypatch.setattr(watermark_manager._TransformWatermarks, "__init__", remember)
     stream = TestStream().advance_watermark_to(at(0))
     for second in range(0, 200, 5):
-        stream.add_elements([copy(f"e{second}-{n}", second) for n in range(8)])
+        stream.add_elements(copies(*[(f"e{second}-{n}", second) for n in range(8)]))
         stream.advance_watermark_to(at(second + TTL + 5))  # every earlier bucket's TTL has passed
     stream.advance_watermark_to_infinity()
     pipeline = beam.Pipeline(options=streaming_options())
     unique = pipeline | stream | DedupByEventId(TTL, bucket_seconds=1, shards_per_bucket=4)
-    assert_that(unique | beam.Map(lambda c: c.event_id),
+    assert_that(event_ids(unique),
                 equal_to([f"e{second}-{n}" for second in range(0, 200, 5) for n in range(8)]))
     pipeline.run().wait_until_finish()
     assert len(scanned) == 1 and len(scanned[0]) <= 4, f"{len(scanned[0])} keys left of up to 160"

@@ -15,6 +15,7 @@ from pipelines.config import AggregateConfig, PipelineConfig, WindowConfig
 from runners.summary import counters
 from tests.clicks import T0
 from tests.stream_cases import PaneSink, at, raw, streaming_options
+from transforms.event_time import StampEventTime
 from transforms.lateness import SetAsideTooLate
 from transforms.parse import VALID, ParseClicks
 from transforms.set_aside import TOO_LATE
@@ -127,10 +128,9 @@ def test_the_detector_alone_at_the_boundary():
               .add_elements([raw("after", 2), raw("next-minute", 61)])
               .advance_watermark_to_infinity())
     pipeline = beam.Pipeline(options=streaming_options())
-    judged = (pipeline | stream | ParseClicks())[VALID] | "Stamp" >> beam.Map(
-        lambda c: beam.window.TimestampedValue(c, c.click_ts / 1000))
+    judged = (pipeline | stream | ParseClicks())[VALID] | "Stamp" >> StampEventTime(60)
     judged = judged | SetAsideTooLate(60, 60)
-    assert_that(judged[VALID] | "Ids" >> beam.Map(lambda c: c.event_id),
+    assert_that(judged[VALID] | "Ids" >> beam.FlatMap(lambda clicks: clicks["event_id"].to_pylist()),
                 equal_to(["edge", "before", "next-minute"]), label="In")
     assert_that(judged[TOO_LATE] | "LateIds" >> beam.Map(lambda d: orjson.loads(d.payload)["event_id"]),
                 equal_to(["after"]), label="Late")

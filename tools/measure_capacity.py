@@ -23,6 +23,7 @@ from apache_beam.coders import StrUtf8Coder, TupleCoder, VarIntCoder  # noqa: E4
 
 from loadgen.generator import COUNTRY_MIX, GeneratorConfig, generate  # noqa: E402
 from sinks.archive import write_parquet  # noqa: E402
+from transforms.batches import table_of  # noqa: E402
 from transforms.records import Click  # noqa: E402
 
 
@@ -44,7 +45,7 @@ def parquet_bytes_per_click(clicks: list, rows_per_file: int) -> float:
     sizes = []
     for start in range(0, len(clicks) - rows_per_file + 1, rows_per_file):
         handle = io.BytesIO()
-        write_parquet(handle, clicks[start:start + rows_per_file])
+        write_parquet(handle, [table_of(clicks[start:start + rows_per_file])])
         sizes.append(handle.tell() / rows_per_file)
     return sum(sizes) / len(sizes)
 

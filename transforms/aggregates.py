@@ -28,8 +28,7 @@ from transforms.records import (
     Aggregates,
     FilterCount,
     TopAds,
-    click_filter_text,
-    event_id_shard,
+    event_id_hashes,
     filter_text_column,
 )
 from transforms.sliding_top import TopAdsSliding
@@ -40,27 +39,37 @@ MERGE_SHARDS = 64  # the shuffle's keys per kind of count: each merge holds 1/64
 AD_SHARDS = 16  # a stream's keys of the per-ad count (a stable hash of ad_id)
 
 
+def counts_by_ad(clicks: pa.Table, dimension_sets: Sequence[Tuple[str, ...]]) -> dict:
+    """A batch's clicks -> {ad_id: {None: clicks, filter text: clicks}}, what `_CountsByAdFn` adds up."""
+    by_ad: dict = {}
+    per_ad = clicks.group_by(["ad_id"], use_threads=False).aggregate([([], "count_all")])
+    for ad_id, count in zip(per_ad["ad_id"].to_pylist(), per_ad["count_all"].to_pylist()):
+        by_ad[ad_id] = {None: count}
+    for dimensions in dimension_sets:
+        counts = clicks.group_by(["ad_id", *dimensions], use_threads=False).aggregate([([], "count_all")])
+        for ad_id, text, count in zip(counts["ad_id"].to_pylist(), filter_text_column(counts, dimensions).to_pylist(),
+                                      counts["count_all"].to_pylist()):
+            by_ad[ad_id][text] = count
+    return by_ad
+
+
 class _CountsByAdFn(beam.CombineFn):
-    """A shard's clicks, each given as (ad_id, its filter texts) -> {ad_id: {None: clicks, filter text: clicks}}."""
+    """{ad_id: {None: clicks, filter text: clicks}} of a shard's batches (`counts_by_ad`), added up."""
 
     def create_accumulator(self):
         return {}
 
-    def add_input(self, by_ad, ad_and_filter_texts):
-        ad_id, filter_texts = ad_and_filter_texts
-        counts = by_ad.setdefault(ad_id, {})
-        counts[None] = counts.get(None, 0) + 1
-        for text in filter_texts:
-            counts[text] = counts.get(text, 0) + 1
+    def add_input(self, by_ad, counts_of_batch):
+        for ad_id, counts in counts_of_batch.items():
+            into = by_ad.setdefault(ad_id, {})
+            for text, clicks in counts.items():
+                into[text] = into.get(text, 0) + clicks
         return by_ad
 
     def merge_accumulators(self, accumulators):
         merged = {}
         for by_ad in accumulators:
-            for ad_id, counts in by_ad.items():
-                into = merged.setdefault(ad_id, {})
-                for text, clicks in counts.items():
-                    into[text] = into.get(text, 0) + clicks
+            self.add_input(merged, by_ad)
         return merged
 
     def extract_output(self, by_ad):
@@ -82,14 +91,15 @@ class _AdRows(beam.DoFn):
 
 
 class CountPerAd(beam.PTransform):
-    """Windowed clicks -> AdCount per (ad_id, window) and, tagged `per_filter`, FilterCount per
-    (ad_id, window, filter) for each combination of dimensions.
+    """Windowed batches of clicks -> AdCount per (ad_id, window) and, tagged `per_filter`, FilterCount
+    per (ad_id, window, filter) for each combination of dimensions.
 
     One combine counts both, so that each click meets one trigger and an ad's panes carry its
     filters' counts along. Its keys are `AD_SHARDS` shards of the ads, not the ads: a runner
     fires a key's panes as a bundle of their own (Prism does), so a pane per ad would cost a
-    bundle per ad at every early firing. Each pane carries every ad of its shard; the runner
-    combines each bundle's clicks before its shuffle, which is also what keeps a hot ad cheap;
+    bundle per ad at every early firing. Each pane carries every ad of its shard. A batch's
+    clicks are counted per shard before they meet the combine, and the runner combines each
+    bundle's counts before its shuffle, which is also what keeps a hot ad cheap;
     `hot_key_fanout` spreads a hot shard further.
     """
 
@@ -101,13 +111,14 @@ class CountPerAd(beam.PTransform):
     def expand(self, clicks):
         dimension_sets = self._filter_dimensions
 
-        def shard_and_filters(click):
-            return (event_id_shard(click.ad_id, AD_SHARDS),
-                    (click.ad_id, tuple(click_filter_text(click, dimensions) for dimensions in dimension_sets)))
+        def shards_and_counts(clicks):
+            shards = event_id_hashes(clicks["ad_id"]) % np.uint64(AD_SHARDS)
+            for shard, rows_of_shard in partitioned(clicks, shards):
+                yield shard, counts_by_ad(rows_of_shard, dimension_sets)
 
         return (
             clicks
-            | "KeyByAdShard" >> beam.Map(shard_and_filters)
+            | "KeyByAdShard" >> beam.FlatMap(shards_and_counts)
             | "Count" >> beam.CombinePerKey(_CountsByAdFn()).with_hot_key_fanout(self._fanout)
             | "ToRows" >> beam.ParDo(_AdRows()).with_outputs("per_filter", main="per_ad"))
 

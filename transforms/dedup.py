@@ -4,10 +4,10 @@ A replay (bounded input) is exact over the whole input: Arrow batches of clicks
 are split into shards by a stable hash of event_id, so every copy of an event
 meets its twins in one shard, where a sort finds the first copy of each.
 
-A stream (unbounded input) remembers the event_ids it has seen for `ttl_seconds`
-of event time. State that scales: the ids of one event-time bucket
-(`bucket_seconds` of click_ts) are spread over `shards_per_bucket` keys, each a
-set of ids with one timer that forgets the whole set once the watermark passes
+A stream (unbounded input, batches too: transforms/batches.py) remembers the
+event_ids it has seen for `ttl_seconds` of event time. State that scales: the ids
+of one event-time bucket (`bucket_seconds` of click_ts) are spread over
+`shards_per_bucket` keys, each a bag of ids with one timer that forgets the whole set once the watermark passes
 the bucket's end plus the TTL. Beam's DeduplicatePerKey keeps a state cell and a
 timer per event_id instead, which costs a timer firing per click. A copy that
 arrives after its bucket was forgotten counts again, as with DeduplicatePerKey;
@@ -21,21 +21,27 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from apache_beam.coders import StrUtf8Coder
+from apache_beam.coders import IterableCoder, StrUtf8Coder
 from apache_beam.metrics.metric import Metrics
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import BagStateSpec, TimerSpec, on_timer
-from apache_beam.transforms.window import GlobalWindows
+from apache_beam.transforms.window import GlobalWindows, TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
-from pipelines.config import StreamConfig
+from pipelines.config import StreamConfig, WindowConfig
+from transforms.batches import WindowBatches, table_of
 from transforms.packed import Spill, pack, partitioned, unpacked
-from transforms.records import event_id_hashes, event_id_shard
+from transforms.records import Click, event_id_hashes, rows
 
 DEFAULT_SHARDS = 64  # a replay's shuffle: a shard of a 100M-click replay is 1.6M clicks, sorted in memory
 # The copy that counts: the earliest click_ts, then the earliest ingestion; the rest only break ties.
 FIRST_COPY_ORDER = [(name, "ascending", "at_start")
                     for name in ("event_id", "click_ts", "receive_ts", "ad_id", "country", "user_id", "ip")]
+
+
+def kept_columns(clicks: pa.Table, columns: Optional[Sequence[str]]) -> pa.Table:
+    """event_id and `columns` (all if None): what the dedup moves and keeps."""
+    return clicks if columns is None else clicks.select(["event_id"] + [name for name in columns if name != "event_id"])
 
 
 class ShardByEventId(beam.DoFn):
@@ -61,10 +67,9 @@ class ShardByEventId(beam.DoFn):
         return event_id_hashes(clicks["event_id"]) % np.uint64(self._shards)
 
     def process(self, clicks: pa.Table):
-        if self._columns is not None:
-            clicks = clicks.select(["event_id"] + [name for name in self._columns if name != "event_id"])
-        for shard, rows in partitioned(clicks, self.shard_of_rows(clicks)):
-            packed = pack(rows)
+        clicks = kept_columns(clicks, self._columns)
+        for shard, part in partitioned(clicks, self.shard_of_rows(clicks)):
+            packed = pack(part)
             if self._spill is None:
                 yield shard, packed
             else:
@@ -101,22 +106,34 @@ class _FirstCopies(beam.DoFn):
         yield unique
 
 
+def _by_bucket_and_shard(clicks: pa.Table, bucket_ms: int, shards: int, columns: Optional[Sequence[str]]):
+    """A stream's batch -> ((bucket start, shard), its clicks) for each key it has clicks of, with
+    `kept_columns`."""
+    clicks = kept_columns(clicks, columns)
+    buckets = clicks["click_ts"].to_numpy() // bucket_ms
+    keys = buckets * shards + (event_id_hashes(clicks["event_id"]) % np.uint64(shards)).astype(np.int64)
+    for key, rows_of_key in partitioned(clicks, keys):
+        yield (key // shards * bucket_ms, key % shards), rows_of_key
+
+
 class _FirstCopyInBucketFn(beam.DoFn):
     """Per (bucket, shard) key: the event_ids seen, forgotten together when the TTL has passed.
 
-    The ids are a bag, appended to: Beam's Python `SetState` rebuilds and rewrites its whole set on
-    half of its adds. A key's ids are read from the runner once a bundle and kept here as a set until
-    the bundle ends: each state read is a round trip to the runner (Prism grants no cache tokens).
-    The DoFn instance runs one bundle at a time and every change to the key's state within it goes
-    through this copy too, so the copy is the state.
+    The ids are a bag, each element the new ids of one batch: Beam's Python `SetState` rebuilds and
+    rewrites its whole set on half of its adds. A key's ids are read from the runner once a bundle
+    and kept here as a set until the bundle ends: each state read is a round trip to the runner
+    (Prism grants no cache tokens). The DoFn instance runs one bundle at a time and every change to
+    the key's state within it goes through this copy too, so the copy is the state. The unique
+    clicks leave when the bundle ends, gathered by window (transforms/batches.py).
     """
 
-    SEEN = BagStateSpec("seen", StrUtf8Coder())
+    SEEN = BagStateSpec("seen", IterableCoder(StrUtf8Coder()))
     FORGET = TimerSpec("forget", TimeDomain.WATERMARK)
 
-    def __init__(self, bucket_ms: int, ttl_ms: int):
+    def __init__(self, bucket_ms: int, ttl_ms: int, window_ms: int):
         self._bucket_ms = bucket_ms
         self._ttl_ms = ttl_ms
+        self._window_ms = window_ms
 
     def setup(self):
         self.unique = Metrics.counter("adclick", "unique")
@@ -124,22 +141,32 @@ class _FirstCopyInBucketFn(beam.DoFn):
 
     def start_bundle(self):
         self._seen_in_bundle = {}
+        self._unique = WindowBatches(self._window_ms)
 
-    def process(self, key_and_click, seen=beam.DoFn.StateParam(SEEN), forget=beam.DoFn.TimerParam(FORGET)):
-        key, click = key_and_click
+    def process(self, key_and_clicks, seen=beam.DoFn.StateParam(SEEN), forget=beam.DoFn.TimerParam(FORGET)):
+        key, clicks = key_and_clicks
         bucket_start = key[0]
         known = self._seen_in_bundle.get(key)
         if known is None:
-            known = self._seen_in_bundle[key] = set(seen.read())
-        if click.event_id in known:
-            self.duplicates.inc()
+            known = self._seen_in_bundle[key] = set().union(*seen.read())
+        before = len(known)
+        first = []
+        for event_id in clicks["event_id"].to_pylist():  # the first copy in arrival order counts
+            first.append(event_id not in known)
+            known.add(event_id)
+        new = len(known) - before
+        self.duplicates.inc(len(clicks) - new)
+        if not new:
             return
-        known.add(click.event_id)
-        seen.add(click.event_id)
+        unique = clicks.filter(pa.array(first))
+        seen.add(unique["event_id"].to_pylist())
         # The bucket's last millisecond plus the TTL: with 1 ms buckets, exactly DeduplicatePerKey's expiry.
         forget.set(Timestamp(micros=(bucket_start + self._bucket_ms - 1 + self._ttl_ms) * 1_000))
-        self.unique.inc()
-        yield click
+        self.unique.inc(new)
+        self._unique.add(unique)
+
+    def finish_bundle(self):
+        yield from self._unique.windowed_values()
 
     @on_timer(FORGET)
     def forget_bucket(self, key=beam.DoFn.KeyParam, seen=beam.DoFn.StateParam(SEEN)):
@@ -161,17 +188,17 @@ class _BeamDeduplicatePerKey(beam.PTransform):
         unique = Metrics.counter("adclick", "unique")
         duplicates = Metrics.counter("adclick", "duplicates")
 
-        def copy_in(click):
-            duplicates.inc()  # every copy, until it proves to be the first
-            return click.event_id, click
+        def copies_in(clicks):
+            duplicates.inc(len(clicks))  # every copy, until it proves to be the first
+            return [TimestampedValue((click.event_id, click), click.click_ts / 1000) for click in rows(clicks, Click)]
 
         def first_out(event_id_and_click):
             duplicates.dec()
             unique.inc()
-            return event_id_and_click[1]
+            return table_of([event_id_and_click[1]])
 
         return (clicks
-                | "KeyByEventId" >> beam.Map(copy_in)
+                | "KeyByEventId" >> beam.FlatMap(copies_in)
                 | "PerKey" >> DeduplicatePerKey(event_time_duration=Duration(seconds=self._ttl_seconds))
                 | "FirstCopies" >> beam.Map(first_out))
 
@@ -183,18 +210,21 @@ class DedupByEventId(beam.PTransform):
     over `shards`; only event_id and `columns` (all if None) are shuffled and kept:
     a replay moves what the steps after it read, not whole clicks. The first copy is
     the same either way as far as those columns go. With `spill_dir` (a local replay's
-    choice) the shuffled batches wait in files there. Unbounded input (one Click per element, stamped with its
-    click_ts): the event_ids of each `bucket_seconds` of event time, over
-    `shards_per_bucket` keys, remembered until the watermark passes the bucket's
-    end plus `ttl_seconds`.
+    choice) the shuffled batches wait in files there. Unbounded input (batches of one
+    window each, transforms/batches.py): the event_ids of each `bucket_seconds` of event
+    time, over `shards_per_bucket` keys, remembered until the watermark passes the bucket's
+    end plus `ttl_seconds`; only event_id, click_ts and `columns` are kept too, and a bundle's
+    unique clicks leave as one batch per window of `window_seconds`.
     """
 
     def __init__(self, ttl_seconds: Optional[int] = None, shards: int = DEFAULT_SHARDS,
                  bucket_seconds: float = StreamConfig.dedup_bucket_seconds,
                  shards_per_bucket: int = StreamConfig.dedup_shards_per_bucket,
-                 per_key: bool = False, columns: Optional[Sequence[str]] = None, spill_dir: Optional[str] = None):
+                 per_key: bool = False, columns: Optional[Sequence[str]] = None, spill_dir: Optional[str] = None,
+                 window_seconds: int = WindowConfig.size_seconds):
         super().__init__()
         self._ttl_seconds = ttl_seconds
+        self._window_ms = window_seconds * 1000
         self._columns = columns
         self._spill_dir = spill_dir
         self._shards = shards
@@ -208,15 +238,12 @@ class DedupByEventId(beam.PTransform):
                 raise ValueError("a stream's dedup needs a TTL: its state must expire")
             if self._per_key:
                 return clicks | "DeduplicatePerKey" >> _BeamDeduplicatePerKey(self._ttl_seconds)
-            bucket_ms, shards = self._bucket_ms, self._shards_per_bucket
-
-            def bucket_and_shard(click):
-                return (click.click_ts - click.click_ts % bucket_ms, event_id_shard(click.event_id, shards)), click
-
             return (
                 clicks
-                | "KeyByBucketAndShard" >> beam.Map(bucket_and_shard)
-                | "FirstCopyInBucket" >> beam.ParDo(_FirstCopyInBucketFn(bucket_ms, self._ttl_seconds * 1000))
+                | "KeyByBucketAndShard" >> beam.FlatMap(
+                    _by_bucket_and_shard, self._bucket_ms, self._shards_per_bucket, self._columns)
+                | "FirstCopyInBucket" >> beam.ParDo(_FirstCopyInBucketFn(
+                    self._bucket_ms, self._ttl_seconds * 1000, self._window_ms))
                 .with_input_types(Tuple[Tuple[int, int], Any]))
         return (
             clicks

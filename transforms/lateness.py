@@ -35,7 +35,7 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP, Timestamp
 
 from pipelines.config import StreamConfig
 from transforms.parse import VALID
-from transforms.records import epoch_ms_to_iso, event_id_shard
+from transforms.records import Click, epoch_ms_to_iso, rows
 from transforms.set_aside import TOO_LATE, set_aside
 
 PROBE_STEP_MS = 1_000
@@ -56,7 +56,7 @@ def _arm(probe, horizon_ms: int) -> None:
 
 
 class _TooLateFn(beam.DoFn):
-    """Per shard: the watermark horizon its probes have seen, and the verdict on each click."""
+    """Per shard: the watermark horizon its probes have seen, and the verdict on each batch of one window."""
 
     HORIZON = ReadModifyWriteStateSpec("horizon", VarIntCoder())
     PROBE = TimerSpec("probe", TimeDomain.WATERMARK)
@@ -74,8 +74,8 @@ class _TooLateFn(beam.DoFn):
         # A shard's horizon, read once a bundle: each state read is a round trip to the runner.
         self._horizons = {}
 
-    def process(self, shard_and_click, horizon=beam.DoFn.StateParam(HORIZON), probe=beam.DoFn.TimerParam(PROBE)):
-        shard, click = shard_and_click
+    def process(self, shard_and_clicks, horizon=beam.DoFn.StateParam(HORIZON), probe=beam.DoFn.TimerParam(PROBE)):
+        shard, clicks = shard_and_clicks
         known = self._horizons.get(shard)
         if known is None:
             known = self._horizons[shard] = horizon.read()
@@ -83,17 +83,19 @@ class _TooLateFn(beam.DoFn):
             known = self._horizons[shard] = self._start_ms
             horizon.write(known)
             _arm(probe, known)
-        if click is None:  # a shard's boot: only arms the probes
+        if clicks is None:  # a shard's boot: only arms the probes
             return
-        window_start = click.click_ts - click.click_ts % self._window_ms
+        first = clicks["click_ts"][0].as_py()  # a batch of one window (transforms/batches.py)
+        window_start = first - first % self._window_ms
         closed_at = window_start + self._window_ms + self._lateness_ms
-        if closed_at < known:
-            self._too_late.inc()
-            detail = (f"window {_iso(window_start)} closed at {_iso(closed_at)} (allowed lateness "
-                      f"{self._lateness_seconds} s); the watermark had reached {_iso(known)}")
+        if closed_at >= known:
+            yield clicks
+            return
+        self._too_late.inc(len(clicks))
+        detail = (f"window {_iso(window_start)} closed at {_iso(closed_at)} (allowed lateness "
+                  f"{self._lateness_seconds} s); the watermark had reached {_iso(known)}")
+        for click in rows(clicks, Click):
             yield beam.pvalue.TaggedOutput(TOO_LATE, set_aside(click, TOO_LATE, detail))
-        else:
-            yield click
 
     @on_timer(PROBE)
     def probe_fired(self, shard=beam.DoFn.KeyParam, fired=beam.DoFn.TimestampParam,
@@ -114,8 +116,8 @@ class _NothingIsLate(beam.DoFn):
 
 
 class SetAsideTooLate(beam.PTransform):
-    """Clicks (stamped with click_ts) -> clicks in time (main output `valid`) and too-late
-    DeadLetters (output `too_late`), judged per `shards` keys by event_id. `closed_before_ms`: where the
+    """Batches of clicks of one window each (StampEventTime) -> batches in time (main output `valid`)
+    and too-late DeadLetters (output `too_late`), judged per `shards` keys by window. `closed_before_ms`: where the
     horizon starts (a time the watermark is known to reach at once), so that a stream started again
     cannot reopen a window that closed before it with its first bundles (StreamConfig)."""
 
@@ -130,8 +132,12 @@ class SetAsideTooLate(beam.PTransform):
     def expand(self, clicks):
         if clicks.is_bounded:
             return clicks | "NothingIsLate" >> beam.ParDo(_NothingIsLate()).with_outputs(TOO_LATE, main=VALID)
-        shards = self._shards
-        keyed = clicks | "KeyByShard" >> beam.Map(lambda click: (event_id_shard(click.event_id, shards), click))
+        shards, window_ms = self._shards, self._window_seconds * 1000
+
+        def window_shard(clicks):
+            return clicks["click_ts"][0].as_py() // window_ms % shards, clicks
+
+        keyed = clicks | "KeyByShard" >> beam.Map(window_shard)
         boot = (clicks.pipeline
                 | "Impulse" >> beam.Impulse()
                 | "BootShards" >> beam.FlatMap(lambda _: [(shard, None) for shard in range(shards)]))

@@ -1,8 +1,8 @@
 """Parse and validate raw click records; anything that is not a click is a dead letter.
 
 Validation follows the event table of SPEC.md (transforms/validation.py). It never
-raises on input: every record leaves as exactly one valid `Click` or one
-`DeadLetter`, and each is counted, so read = valid + malformed holds for every bundle.
+raises on input: every record leaves as exactly one row of a batch of valid clicks or
+one `DeadLetter`, and each is counted, so read = valid + malformed holds for every bundle.
 """
 
 import collections
@@ -16,8 +16,8 @@ import apache_beam as beam
 from apache_beam.metrics.metric import Metrics
 from apache_beam.transforms.window import GlobalWindows
 
-from transforms.records import BATCH_SIZE, Click, RawRecord
-from transforms.validation import Verdicts, dead_letter, judge, too_long, validate
+from transforms.records import BATCH_SIZE, RawRecord
+from transforms.validation import Verdicts, judge
 from transforms.worker_guard import guard_worker
 
 VALID = "valid"
@@ -91,26 +91,9 @@ class _Counters:
         self.malformed.inc()
 
 
-class ParseClickFn(beam.DoFn):
-    """Validates each raw record; clicks go to the main output, the rest to `dead_letter`."""
-
-    def setup(self):
-        self._counters = _Counters()
-
-    def process(self, raw: RawRecord):
-        self._counters.read.inc()
-        result = too_long(raw.oversize) if raw.oversize is not None else validate(raw.payload, raw.receive_ts)
-        if isinstance(result, Click):
-            self._counters.valid.inc()
-            yield result
-        else:
-            self._counters.count_malformed(result.reason)
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letter(raw, result))
-
-
 class ParseBatchFn(beam.DoFn):
-    """Validates bounded input (RawLines and RawBatches as they come, RawRecords BATCH_SIZE at a
-    time) into one Arrow table of clicks (CLICK_SCHEMA) per batch; dead letters go to
+    """Validates raw input (RawLines and RawBatches as they come, RawRecords a bundle or BATCH_SIZE
+    at a time) into one Arrow table of clicks (CLICK_SCHEMA) per batch; dead letters go to
     `dead_letter` one by one.
 
     With `processes`, batches are judged by that many worker processes, a few
@@ -132,7 +115,7 @@ class ParseBatchFn(beam.DoFn):
         self._records = []
 
     def process(self, element):
-        if isinstance(element, RawRecord):  # a bounded Kafka range: records are judged BATCH_SIZE at a time
+        if isinstance(element, RawRecord):  # a stream's, a bounded Kafka range's: judged a bundle at a time
             self._records.append(element)
             if len(self._records) < BATCH_SIZE:
                 return
@@ -181,12 +164,11 @@ class ParseBatchFn(beam.DoFn):
 
 
 class ParseClicks(beam.PTransform):
-    """Raw input -> clicks (main output `valid`) and DeadLetter (output `dead_letter`).
+    """Raw input -> Arrow tables of clicks (main output `valid`) and DeadLetter (output `dead_letter`).
 
-    A stream moves one Click per element. A replay (bounded input) moves Arrow
-    tables of clicks, so that the per-element cost of the runner is paid per
-    batch, judged by `processes` worker processes if asked; the verdicts are the
-    same `click_fields` either way.
+    Batches of clicks, a stream's as a replay's (transforms/batches.py), so that the per-element
+    cost of the runner is paid per batch; a replay's are judged by `processes` worker processes if
+    asked.
     """
 
     def __init__(self, processes: int = 0):
@@ -194,7 +176,5 @@ class ParseClicks(beam.PTransform):
         self._processes = processes
 
     def expand(self, raw):
-        if not raw.is_bounded:
-            return raw | "Validate" >> beam.ParDo(ParseClickFn()).with_outputs(DEAD_LETTER, main=VALID)
         return raw | "ValidateBatches" >> beam.ParDo(ParseBatchFn(self._processes)).with_outputs(
             DEAD_LETTER, main=VALID)

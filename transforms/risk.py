@@ -42,10 +42,11 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec
 from apache_beam.transforms.window import FixedWindows, GlobalWindows, TimestampedValue
 from apache_beam.utils.timestamp import Duration, Timestamp
 
-from pipelines.config import BLOCKED_IP, BLOCKED_USER, RATE_DIMENSIONS, RateRule, RiskConfig
+from pipelines.config import BLOCKED_IP, BLOCKED_USER, RATE_DIMENSIONS, RateRule, RiskConfig, WindowConfig
+from transforms.batches import WindowBatches, table_of
 from transforms.dedup import ShardByEventId, unpacked
 from transforms.parse import VALID
-from transforms.records import MINUTE_MS, Click, epoch_ms_to_iso, event_id_hashes, minute_start
+from transforms.records import MINUTE_MS, Click, epoch_ms_to_iso, event_id_hashes, minute_start, rows
 from transforms.windowing import LATENESS_GRACE_SECONDS
 
 FLAGGED = "flagged"
@@ -249,27 +250,7 @@ class _Counts:
         self.by_rule[rule].inc(count)
 
 
-# Stream: one click per element ---------------------------------------------------------------------------------
-
-class _BlockFn(beam.DoFn):
-    """Click -> (click, None) (main) or, flagged by a block list, a FlaggedClick (`flagged`)."""
-
-    def __init__(self, config: RiskConfig):
-        self._config = config
-        self._lists = _BlockLists(config)
-
-    def setup(self):
-        self._lists.setup()
-        self._counts = _Counts(self._config)
-
-    def process(self, click):
-        verdict = self._lists.verdict(click)
-        if verdict is None:
-            yield click, None
-            return
-        self._counts.add(verdict[0])
-        yield beam.pvalue.TaggedOutput(FLAGGED, flagged(*verdict, click))
-
+# Stream: rate rules, one click per element ----------------------------------------------------------------------------
 
 def _with_minute(key_and_clicks, window=beam.DoFn.WindowParam):
     """A minute's pane, keyed by its minute too: the count is kept per key in the global window (Prism
@@ -354,7 +335,52 @@ class _SplitVerdictsFn(beam.DoFn):
         yield beam.pvalue.TaggedOutput(FLAGGED, flagged(*verdict, click))
 
 
-# Replay: Arrow batches -----------------------------------------------------------------------------------------
+class _GatherBatchesFn(beam.DoFn):
+    """A bundle's judged Clicks -> batches again, one per window of `window_ms` (transforms/batches.py)."""
+
+    def __init__(self, window_ms: int):
+        self._window_ms = window_ms
+
+    def start_bundle(self):
+        self._clicks = []
+
+    def process(self, click: Click):
+        self._clicks.append(click)
+
+    def finish_bundle(self):
+        batches = WindowBatches(self._window_ms)
+        if self._clicks:
+            batches.add(table_of(self._clicks))
+        self._clicks = []
+        yield from batches.windowed_values()
+
+
+def _clicks_to_judge(clicks: pa.Table):
+    """A batch -> (click, no verdict yet) each, stamped with its click_ts: what the rate rules rank."""
+    return [TimestampedValue((click, None), click.click_ts / 1000) for click in rows(clicks, Click)]
+
+
+class _RatesInStream(beam.PTransform):
+    """Batches of clicks -> the batches of those the rate rules let through (main) and FlaggedClick
+    (`flagged`), the clicks judged one per element."""
+
+    def __init__(self, config: RiskConfig, lateness_seconds: int, window_ms: int):
+        super().__init__()
+        self._config = config
+        self._lateness_seconds = lateness_seconds
+        self._window_ms = window_ms
+
+    def expand(self, clicks):
+        judged = clicks | "Clicks" >> beam.FlatMap(_clicks_to_judge)
+        for rule in self._config.rates:
+            judged = judged | f"Rate_{rule.name}" >> _RateInStream(rule, self._lateness_seconds)
+        verdicts = judged | "SplitVerdicts" >> beam.ParDo(_SplitVerdictsFn(self._config)).with_outputs(
+            FLAGGED, main=VALID)
+        batches = verdicts[VALID] | "Batches" >> beam.ParDo(_GatherBatchesFn(self._window_ms))
+        return {VALID: batches, FLAGGED: verdicts[FLAGGED]}
+
+
+# Arrow batches (both) and a replay's rate rules -----------------------------------------------------------------------
 
 class _BlockBatchFn(beam.DoFn):
     """A batch -> the rows the lists let through (main) and a FlaggedClick per other row (`flagged`)."""
@@ -477,35 +503,33 @@ class RiskFilter(beam.PTransform):
 
     Bounded input (Arrow batches with every Click column): exact, rate rules over a shuffle by
     (ad, minute) into `shards`, waiting in files in `spill_dir` if given (as the dedup's).
-    Unbounded input (one Click per element, stamped with its click_ts): a GroupByKey per rate
-    rule releases each minute once the watermark passes it; `allowed_lateness_seconds` is the
-    DAG's, for which a minute's count is kept.
+    Unbounded input (batches of one window each, transforms/batches.py): the block lists judge the
+    batches; for the rate rules each click is an element, stamped with its click_ts, and a
+    GroupByKey per rule releases each minute once the watermark passes it; `allowed_lateness_seconds`
+    is the DAG's, for which a minute's count is kept. What they let through leaves as batches of one
+    window of `window_seconds` each.
     """
 
     def __init__(self, config: RiskConfig, allowed_lateness_seconds: int, shards: int = DEFAULT_SHARDS,
-                 spill_dir: Optional[str] = None):
+                 spill_dir: Optional[str] = None, window_seconds: int = WindowConfig.size_seconds):
         super().__init__()
         self._config = config
+        self._window_ms = window_seconds * 1000
         self._spill_dir = spill_dir
         self._lateness_seconds = allowed_lateness_seconds + LATENESS_GRACE_SECONDS
         self._shards = shards
 
     def expand(self, clicks):
         config = self._config
+        listed = clicks | "BlockLists" >> beam.ParDo(_BlockBatchFn(config)).with_outputs(FLAGGED, main=VALID)
+        if not config.rates:
+            return {VALID: listed[VALID], FLAGGED: listed[FLAGGED]}
         if clicks.is_bounded:
-            listed = clicks | "BlockLists" >> beam.ParDo(_BlockBatchFn(config)).with_outputs(FLAGGED, main=VALID)
-            if not config.rates:
-                return {VALID: listed[VALID], FLAGGED: listed[FLAGGED]}
             rated = (listed[VALID]
                      | "ShardByAdMinute" >> beam.ParDo(_ShardByAdMinute(self._shards, self._spill_dir))
                      | "GatherShards" >> beam.GroupByKey()
                      | "Rates" >> beam.ParDo(_JudgeShardFn(config)).with_outputs(FLAGGED, main=VALID))
-            flagged_clicks = (listed[FLAGGED], rated[FLAGGED]) | "AllFlagged" >> beam.Flatten()
-            return {VALID: rated[VALID], FLAGGED: flagged_clicks}
-        listed = clicks | "BlockLists" >> beam.ParDo(_BlockFn(config)).with_outputs(FLAGGED, main=VALID)
-        judged = listed[VALID]
-        for rule in config.rates:
-            judged = judged | f"Rate_{rule.name}" >> _RateInStream(rule, self._lateness_seconds)
-        verdicts = judged | "SplitVerdicts" >> beam.ParDo(_SplitVerdictsFn(config)).with_outputs(FLAGGED, main=VALID)
-        flagged_clicks = (listed[FLAGGED], verdicts[FLAGGED]) | "AllFlagged" >> beam.Flatten()
-        return {VALID: verdicts[VALID], FLAGGED: flagged_clicks}
+        else:
+            rated = listed[VALID] | "Rates" >> _RatesInStream(config, self._lateness_seconds, self._window_ms)
+        flagged_clicks = (listed[FLAGGED], rated[FLAGGED]) | "AllFlagged" >> beam.Flatten()
+        return {VALID: rated[VALID], FLAGGED: flagged_clicks}

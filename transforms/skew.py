@@ -29,7 +29,7 @@ def skew_detail(click: Click, max_skew_seconds: int) -> str:
 
 
 class _SplitSkewedFn(beam.DoFn):
-    """One Click (stream) or an Arrow batch of clicks (replay) -> timely clicks and skewed dead letters."""
+    """A batch of clicks -> its timely clicks and skewed dead letters."""
 
     def __init__(self, max_skew_seconds: int):
         self._max_skew_seconds = max_skew_seconds
@@ -42,13 +42,7 @@ class _SplitSkewedFn(beam.DoFn):
         self._skewed.inc()
         return beam.pvalue.TaggedOutput(SKEWED, set_aside(click, SKEWED, skew_detail(click, self._max_skew_seconds)))
 
-    def process(self, clicks):
-        if isinstance(clicks, Click):
-            if clicks.receive_ts is not None and clicks.click_ts - clicks.receive_ts > self._max_skew_ms:
-                yield self._set_aside(clicks)
-            else:
-                yield clicks
-            return
+    def process(self, clicks: pa.Table):
         ahead = pc.subtract(clicks["click_ts"], clicks["receive_ts"])
         skewed = pc.fill_null(pc.greater(ahead, pa.scalar(self._max_skew_ms, pa.int64())), False)
         if not pc.any(skewed).as_py():
@@ -60,7 +54,7 @@ class _SplitSkewedFn(beam.DoFn):
 
 
 class SetAsideSkewed(beam.PTransform):
-    """Clicks -> timely clicks (main output `valid`) and skewed DeadLetters (output `skewed`)."""
+    """Batches of clicks -> timely clicks (main output `valid`) and skewed DeadLetters (output `skewed`)."""
 
     def __init__(self, max_skew_seconds: int):
         super().__init__()
