@@ -180,10 +180,13 @@ class _UpsertFn(beam.DoFn):
         self._connection.close()
 
 
-RESTATED = """
-CREATE TEMP TABLE restated AS
-SELECT window_start, SUM(clicks) AS clicks FROM staged.clicks_per_minute GROUP BY window_start
+# Summed in the staging database before its indexes exist, in one scan of its rows: once the index by window
+# is there, SQLite sums by it, looking up each row's count in the table (0.8 s of a 10M-click replay's swap).
+STAGED_TOTALS = """
+DROP TABLE IF EXISTS staged_totals;
+CREATE TABLE staged_totals AS SELECT window_start, SUM(clicks) AS clicks FROM clicks_per_minute GROUP BY window_start;
 """
+RESTATED = "CREATE TEMP TABLE restated AS SELECT window_start, clicks FROM staged.staged_totals"
 RESTATEMENT = """
 SELECT COUNT(*), MIN(restated.window_start), MAX(restated.window_start),
        COALESCE(SUM(restated.clicks < before.clicks), 0)
@@ -218,7 +221,7 @@ def swap_in(path: str, staging_path: str) -> Restatement:
     try:
         # Indexed alike, each table moves into an empty sink's as its pages (SQLite's transfer optimization);
         # an index built from the whole table at once costs less than one kept up row by row.
-        staged.executescript(INDEXES)
+        staged.executescript(STAGED_TOTALS + INDEXES)
     finally:
         staged.close()
     connection = connect(path)
