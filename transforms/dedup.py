@@ -30,7 +30,7 @@ from apache_beam.utils.timestamp import Timestamp
 
 from pipelines.config import StreamConfig, WindowConfig
 from transforms.batches import WindowBatches, table_of
-from transforms.packed import Spill, pack, partitioned, unpacked
+from transforms.packed import Spill, pack, partitioned, unpack, unpacked
 from transforms.records import Click, event_id_hashes, rows
 
 DEFAULT_SHARDS = 64  # a replay's shuffle: a shard of a 100M-click replay is 1.6M clicks, sorted in memory
@@ -107,13 +107,13 @@ class _FirstCopies(beam.DoFn):
 
 
 def _by_bucket_and_shard(clicks: pa.Table, bucket_ms: int, shards: int, columns: Optional[Sequence[str]]):
-    """A stream's batch -> ((bucket start, shard), its clicks) for each key it has clicks of, with
-    `kept_columns`."""
+    """A stream's batch -> ((bucket start, shard), its clicks packed) for each key it has clicks of,
+    with `kept_columns`. Packed: a slice of a table pickles with the whole table's buffers."""
     clicks = kept_columns(clicks, columns)
     buckets = clicks["click_ts"].to_numpy() // bucket_ms
     keys = buckets * shards + (event_id_hashes(clicks["event_id"]) % np.uint64(shards)).astype(np.int64)
     for key, rows_of_key in partitioned(clicks, keys):
-        yield (key // shards * bucket_ms, key % shards), rows_of_key
+        yield (key // shards * bucket_ms, key % shards), pack(rows_of_key)
 
 
 class _FirstCopyInBucketFn(beam.DoFn):
@@ -143,8 +143,9 @@ class _FirstCopyInBucketFn(beam.DoFn):
         self._seen_in_bundle = {}
         self._unique = WindowBatches(self._window_ms)
 
-    def process(self, key_and_clicks, seen=beam.DoFn.StateParam(SEEN), forget=beam.DoFn.TimerParam(FORGET)):
-        key, clicks = key_and_clicks
+    def process(self, key_and_packed, seen=beam.DoFn.StateParam(SEEN), forget=beam.DoFn.TimerParam(FORGET)):
+        key, packed = key_and_packed
+        clicks = unpack(packed)
         bucket_start = key[0]
         known = self._seen_in_bundle.get(key)
         if known is None:

@@ -34,6 +34,7 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP, Timestamp
 
 from pipelines.config import StreamConfig
+from transforms.packed import pack, unpack
 from transforms.parse import VALID
 from transforms.records import Click, epoch_ms_to_iso, rows
 from transforms.set_aside import TOO_LATE, set_aside
@@ -74,8 +75,8 @@ class _TooLateFn(beam.DoFn):
         # A shard's horizon, read once a bundle: each state read is a round trip to the runner.
         self._horizons = {}
 
-    def process(self, shard_and_clicks, horizon=beam.DoFn.StateParam(HORIZON), probe=beam.DoFn.TimerParam(PROBE)):
-        shard, clicks = shard_and_clicks
+    def process(self, shard_and_packed, horizon=beam.DoFn.StateParam(HORIZON), probe=beam.DoFn.TimerParam(PROBE)):
+        shard, packed = shard_and_packed
         known = self._horizons.get(shard)
         if known is None:
             known = self._horizons[shard] = horizon.read()
@@ -83,8 +84,9 @@ class _TooLateFn(beam.DoFn):
             known = self._horizons[shard] = self._start_ms
             horizon.write(known)
             _arm(probe, known)
-        if clicks is None:  # a shard's boot: only arms the probes
+        if packed is None:  # a shard's boot: only arms the probes
             return
+        clicks = unpack(packed)
         first = clicks["click_ts"][0].as_py()  # a batch of one window (transforms/batches.py)
         window_start = first - first % self._window_ms
         closed_at = window_start + self._window_ms + self._lateness_ms
@@ -135,7 +137,7 @@ class SetAsideTooLate(beam.PTransform):
         shards, window_ms = self._shards, self._window_seconds * 1000
 
         def window_shard(clicks):
-            return clicks["click_ts"][0].as_py() // window_ms % shards, clicks
+            return clicks["click_ts"][0].as_py() // window_ms % shards, pack(clicks)
 
         keyed = clicks | "KeyByShard" >> beam.Map(window_shard)
         boot = (clicks.pipeline
