@@ -18,6 +18,7 @@ import os
 import pathlib
 import resource
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -131,16 +132,39 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--workdir", help="keep the log and database here (default: a temporary directory)")
     parser.add_argument("--profile", metavar="PATH.html|PATH.txt",
                         help="also profile the replay with pyinstrument (slower: time it without)")
+    parser.add_argument("--runs", type=int, default=1, metavar="N",
+                        help="time DuckDB and the replay N times on the same log, one after the other, and report "
+                             "each run's ratio and their median (a shared machine's load sways single runs)")
     return parser
 
 
 def run(argv=None) -> dict:
+    """The last run's figures; with `--runs`, every run's ratio and load and their median too."""
     args, replay_args = parser().parse_known_args(argv)
+    runs = []
     with tempfile.TemporaryDirectory() as scratch:
         work = pathlib.Path(args.workdir or scratch)
         manifest, pattern, truth = _log(args, work)
-        duck_seconds, duck_cpu, duck = (None, None, None) if args.skip_duckdb else duckdb_counts(pattern, args.format)
-        wall, peak_rss, cpu, summary, replay_counts = _replay(args, replay_args, work, pattern)
+        for number in range(1, max(1, args.runs) + 1):
+            if args.runs > 1:
+                print(f"run {number}/{args.runs}, load average {os.getloadavg()[0]:.2f}", flush=True)
+            runs.append(_timed_run(args, replay_args, work, pattern, manifest, truth))
+    result = runs[-1]
+    if args.runs > 1:
+        result["runs"] = [{key: run[key] for key in RUN_FIGURES} for run in runs]
+        _print_runs(result["runs"])
+    return result
+
+
+RUN_FIGURES = ("duckdb_seconds", "replay_seconds", "ratio_to_duckdb", "duckdb_cpu_seconds", "replay_cpu_seconds",
+               "load_before", "load_average")
+
+
+def _timed_run(args, replay_args, work: pathlib.Path, pattern: str, manifest: dict, truth: dict) -> dict:
+    """DuckDB, then the replay, over the same files; exits if the replay's counts differ from the truth or DuckDB's."""
+    load_before = os.getloadavg()[0]
+    duck_seconds, duck_cpu, duck = (None, None, None) if args.skip_duckdb else duckdb_counts(pattern, args.format)
+    wall, peak_rss, cpu, summary, replay_counts = _replay(args, replay_args, work, pattern)
     lines = manifest["read"]
     result = {
         "events": args.events, "lines": lines, "format": args.format, "cpus": os.cpu_count(),
@@ -156,12 +180,26 @@ def run(argv=None) -> dict:
         "same_counts_as_truth": replay_counts == truth,
         "same_counts_as_duckdb": None if duck is None else replay_counts == duck,
         "balanced": summary["balanced"],
+        "load_before": load_before,
         "load_average": list(os.getloadavg()),
     }
     _print(result, _differing(replay_counts, truth), duck and _differing(replay_counts, duck))
     if not result["same_counts"]:
         sys.exit("adclick bench: the replay's per-(ad, minute) counts differ (above)")
     return result
+
+
+def _print_runs(runs: list) -> None:
+    print(f"{len(runs)} runs (1-minute load before, after):")
+    for run in runs:
+        ratio = "" if run["ratio_to_duckdb"] is None else f"  replay / DuckDB {run['ratio_to_duckdb']:.3f}"
+        duck = "" if run["duckdb_seconds"] is None else f"DuckDB {run['duckdb_seconds']:.2f} s  "
+        print(f"  {duck}replay {run['replay_seconds']:.2f} s{ratio}  load {run['load_before']:.2f}, "
+              f"{run['load_average'][0]:.2f}")
+    ratios = sorted(run["ratio_to_duckdb"] for run in runs if run["ratio_to_duckdb"] is not None)
+    if ratios:
+        print(f"replay / DuckDB throughput: median {statistics.median(ratios):.3f}, "
+              f"{ratios[0]:.3f}-{ratios[-1]:.3f} over {len(ratios)} runs")
 
 
 def _differing(ours: dict, theirs: dict) -> set:
