@@ -9,7 +9,8 @@ temporary directory). The DAG's Python runs in this process (the DirectRunner,
 Prism's LOOPBACK worker) except the rising-rate publisher, which runs in a
 child process so that it does not take the DAG's interpreter lock. Peak RSS is
 that of this process and its children (Prism, the JVM), the publisher and a
-broker the bench started left out, sampled every POLL_SECONDS per phase.
+broker the bench started left out, sampled every POLL_SECONDS per phase (and,
+in a ramp, noted at each minute: whether memory stays flat).
 `--hot-ad-share S` puts that share of the clicks on one ad (backlog and ramp).
 `--json PATH` writes the report printed at the end.
 
@@ -229,11 +230,12 @@ class _SinkWatcher(threading.Thread):
     def __init__(self, path: str):
         super().__init__(daemon=True)
         self._path = path
-        self.polls: List[Tuple[float, Dict[Key, int]]] = []
+        self.polls: List[Tuple[float, Dict[Key, int]]] = []  # each poll's changed counts: what `reached_times` reads
+        self.latest: Dict[Key, int] = {}
         self.stop = threading.Event()
 
     def total(self) -> int:
-        return sum(self.polls[-1][1].values()) if self.polls else 0
+        return sum(self.latest.values())
 
     def run(self):
         connection = sqlite3.connect(self._path, timeout=60)
@@ -241,7 +243,11 @@ class _SinkWatcher(threading.Thread):
             while not self.stop.wait(POLL_SECONDS):
                 rows = connection.execute("SELECT ad_id, window_start, clicks FROM clicks_per_minute "
                                           "WHERE ad_id != ?", (TICK_AD,)).fetchall()
-                self.polls.append((time.time(), {(ad, start): clicks for ad, start, clicks in rows}))
+                counts = {(ad, start): clicks for ad, start, clicks in rows}
+                changed = {key: clicks for key, clicks in counts.items() if self.latest.get(key) != clicks}
+                if changed:  # only the changes: a copy of every count each poll grew by GBs in a 10-minute ramp
+                    self.polls.append((time.time(), changed))
+                self.latest = counts
         finally:
             connection.close()
 
@@ -269,6 +275,7 @@ class PeakRss(threading.Thread):
     def __init__(self, exclude=()):
         super().__init__(daemon=True)
         self._exclude, self._done, self.peak = set(exclude), threading.Event(), 0
+        self.by_minute: List[int] = []  # MB at the start of each minute: whether memory stays flat
 
     def _tree(self):
         root = psutil.Process()
@@ -279,12 +286,15 @@ class PeakRss(threading.Thread):
         return [process for process in [root] + root.children(recursive=True) if process.pid not in left_out]
 
     def run(self):
+        started = time.monotonic()
         while not self._done.is_set():
             total = 0
             for process in self._tree():
                 with contextlib.suppress(psutil.Error):
                     total += process.memory_info().rss
             self.peak = max(self.peak, total)
+            if time.monotonic() - started >= 60 * len(self.by_minute):
+                self.by_minute.append(round(total / 2**20))
             self._done.wait(POLL_SECONDS)
 
     def stop(self) -> int:
@@ -628,7 +638,7 @@ def _ramp(args, setup, stream_args, beam_args, config, work: str, profile: _Prof
     profile.write()
     sent = collections.Counter(key for step in steps for key, _ in step.clicks)
     return {"steps": ramp_report(steps, watcher.polls), "peak_rss_mb": peak_rss_mb,
-            "exact": bool(watcher.polls) and watcher.polls[-1][1] == dict(sent),
+            "rss_mb_by_minute": memory.by_minute, "exact": bool(watcher.polls) and watcher.latest == dict(sent),
             "load_before": load_before, "load_after": _load()}
 
 
@@ -769,8 +779,10 @@ def _kafka_backlogs(args, setup, stream_args, beam_args, config, work, exclude) 
     drained = _drain(pipeline, lambda _: sum(_sink_counts(database).values()), sent.unique, args.timeout,
                      _Profiled(None, "full-dag"), exclude)
     # The sink shows a pane of clicks at a time, the first one late in a drain of few large batches: the DAG is
-    # timed from its start, less the start-up the source alone took to its first record.
-    drained["seconds"] = round(drained["seconds_to_done"] - report["source_only"]["seconds_to_first"], 2)
+    # timed from its start, less the start-up the source alone took to its first record (at least from its first
+    # pane, for a backlog too small to outlast a start-up).
+    drained["seconds"] = round(max(drained["seconds_to_done"] - report["source_only"]["seconds_to_first"],
+                                   drained["seconds"]), 2)
     clicks_per_second = round(sent.unique / drained["seconds"])
     counts, truth = _sink_counts(database), _truth_counts(sent.truth)
     drained.update(messages=sent.read, clicks_per_second=clicks_per_second,
@@ -797,6 +809,8 @@ def _rising_rates(args, setup, stream_args, beam_args, config, work, exclude) ->
     print(f"highest sustained rate with p99 < {P99_TARGET_SECONDS:g} s: "
           + (f"{best['sustained_per_second']} events/s (offered {best['offered_per_second']})" if best else "none")
           + f"; peak RSS {ramp['peak_rss_mb']:,} MB; sink exact: {ramp['exact']}")
-    return {"ramp": ramp["steps"], "ramp_peak_rss_mb": ramp["peak_rss_mb"], "ramp_exact": ramp["exact"],
+    print(f"RSS by minute (MB): {ramp['rss_mb_by_minute']}")
+    return {"ramp": ramp["steps"], "ramp_peak_rss_mb": ramp["peak_rss_mb"],
+            "ramp_rss_mb_by_minute": ramp["rss_mb_by_minute"], "ramp_exact": ramp["exact"],
             "ramp_load": [ramp["load_before"], ramp["load_after"]],
             "best_sustained_per_second_under_p99_10s": best and best["sustained_per_second"]}
