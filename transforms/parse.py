@@ -83,6 +83,13 @@ class _Counters:
         self.malformed = Metrics.counter("adclick", "malformed")
         self._by_reason = {}
 
+    def announce(self):
+        """Reports the counters from a bundle's first progress report on: Prism 2.77 keeps one pending payload
+        per counter it has not yet resolved, so two bundles ending with a counter it has never seen (as the
+        first batches of a stream do, counted when they end) lose all but one's count (docs/runners.md)."""
+        for counter in (self.read, self.valid, self.malformed):
+            counter.inc(0)
+
     def count_malformed(self, reason: str):
         counter = self._by_reason.get(reason)
         if counter is None:
@@ -110,6 +117,7 @@ class ParseBatchFn(beam.DoFn):
         self._counters = _Counters()
 
     def start_bundle(self):
+        self._counters.announce()
         self._pending = collections.deque()
         self._pool = None
         self._records = []
