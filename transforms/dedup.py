@@ -7,10 +7,11 @@ meets its twins in one shard, where a sort finds the first copy of each.
 A stream (unbounded input, batches too: transforms/batches.py) remembers the
 event_ids it has seen for `ttl_seconds` of event time. State that scales: the ids
 of one event-time bucket (`bucket_seconds` of click_ts) are spread over
-`shards_per_bucket` keys, each a bag of ids with one timer that forgets the whole set once the watermark passes
-the bucket's end plus the TTL. Beam's DeduplicatePerKey keeps a state cell and a
-timer per event_id instead, which costs a timer firing per click. A copy that
-arrives after its bucket was forgotten counts again, as with DeduplicatePerKey;
+`shards_per_bucket` keys, each a bag of ids with one timer that forgets the whole
+bag once the watermark passes the bucket's end plus the TTL. Beam's
+DeduplicatePerKey keeps a state cell and a timer per event_id instead, which
+costs a timer firing per click. A copy that arrives after its bucket was
+forgotten counts again, as with DeduplicatePerKey;
 in the DAG the TTL outlives the allowed lateness, so such a copy is too late
 before it can be counted twice (docs/streaming.md).
 """

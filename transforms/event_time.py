@@ -7,7 +7,7 @@ from transforms.batches import stamped_by_window
 
 class StampEventTime(beam.PTransform):
     """Splits a stream's batches of clicks by window of `size_seconds` and stamps each part with its
-    earliest click_ts: the steps after it see one window per element, as Beam's windows need.
+    window's start: the steps after it see one window per element, as Beam's windows need.
 
     A replay's batches carry click_ts as a column, which is their event time: nothing to stamp."""
 
