@@ -12,7 +12,7 @@ from hypothesis import given, settings, strategies as st
 
 from tests.clicks import batch, click, clicks_of
 from transforms.dedup import DedupByEventId
-from transforms.records import event_id_hash, event_id_hashes, event_id_shard
+from transforms.records import event_id_hashes
 
 
 def counter(result, name):
@@ -54,14 +54,6 @@ def test_equal_strings_hash_equal_however_the_array_is_cut(strings, cut):
     by_value = {}
     for text, value in zip(strings, whole.tolist()):
         assert by_value.setdefault(text, value) == value
-
-
-@given(st.lists(st.text(max_size=40), min_size=1, max_size=50), st.integers(1, 64))
-def test_a_click_lands_in_the_shard_of_its_column(strings, shards):
-    """A stream shards one event_id at a time, a replay a whole column: the same hash."""
-    assert [event_id_hash(text) for text in strings] == event_id_hashes(pa.array(strings)).tolist()
-    assert [event_id_shard(text, shards) for text in strings] == (
-        event_id_hashes(pa.array(strings)) % np.uint64(shards)).tolist()
 
 
 def test_the_hash_is_the_same_in_another_process():

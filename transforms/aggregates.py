@@ -295,7 +295,7 @@ class _PartialCounts(beam.DoFn):
 
 
 def _with_filter_text(counts: pa.Table, dimensions) -> pa.Table:
-    """Counts by dimension values -> window_start, ad_id, filter (`click_filter_text`), count_all."""
+    """Counts by dimension values -> window_start, ad_id, filter (`filter_text_column`), count_all."""
     return pa.table({"window_start": counts["window_start"], "ad_id": counts["ad_id"],
                      "filter": filter_text_column(counts, dimensions), "count_all": counts["count_all"]})
 

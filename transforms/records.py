@@ -194,13 +194,8 @@ def filter_text(values: Mapping[str, str]) -> str:
     return ",".join(f"{name}={values[name]}" for name in sorted(values))
 
 
-def click_filter_text(click, dimensions: Iterable[str]) -> str:
-    """`filter_text` of a click (any object with the dimensions as attributes) for a combination."""
-    return filter_text({name: getattr(click, name) or UNKNOWN for name in dimensions})
-
-
 def filter_text_column(clicks: pa.Table, dimensions: Sequence[str]) -> pa.ChunkedArray:
-    """`click_filter_text` of every row of a batch, in Arrow."""
+    """`filter_text` of every row of a batch (`UNKNOWN` for a dimension it has no value of), in Arrow."""
     parts = [pc.binary_join_element_wise(f"{name}=", pc.fill_null(clicks[name], UNKNOWN), "")
              for name in sorted(dimensions)]
     return parts[0] if len(parts) == 1 else pc.binary_join_element_wise(*parts, ",")
@@ -316,17 +311,9 @@ def epoch_ms_to_iso(epoch_ms: int) -> str:
 
 
 # The event-id hash: which shard a click's event_id goes to, the same in every process and run
-# (Python's hash() is salted per process). One hash, two forms that agree: per click for a
-# stream, per Arrow column for a replay.
+# (Python's hash() is salted per process), per Arrow column: a stream's batches and a replay's.
 _TAIL_BYTES = 16
-_MASK64 = (1 << 64) - 1
 _MIX = (30, 0xBF58476D1CE4E5B9, 27, 0x94D049BB133111EB, 31)  # splitmix64's finalizer
-
-
-def _mix(h: int) -> int:
-    h = ((h ^ (h >> _MIX[0])) * _MIX[1]) & _MASK64
-    h = ((h ^ (h >> _MIX[2])) * _MIX[3]) & _MASK64
-    return h ^ (h >> _MIX[4])
 
 
 def _mix_array(h: np.ndarray) -> np.ndarray:
@@ -335,18 +322,11 @@ def _mix_array(h: np.ndarray) -> np.ndarray:
     return h ^ (h >> np.uint64(_MIX[4]))
 
 
-def event_id_hash(event_id: str) -> int:
-    """A 64-bit hash of an event_id: its UTF-8 length and its last 16 bytes (where ids differ:
-    sequence numbers, random suffixes), mixed so that every input bit moves every output bit.
-    Equal ids always hash equal, which is all that correctness needs; the rest is balance."""
-    data = event_id.encode("utf-8", "surrogatepass")
-    tail = (data[-_TAIL_BYTES:] + bytes(_TAIL_BYTES))[:_TAIL_BYTES]
-    low, high = int.from_bytes(tail[:8], "little"), int.from_bytes(tail[8:], "little")
-    return _mix(_mix(low ^ len(data)) ^ high)
-
-
 def event_id_hashes(event_ids) -> np.ndarray:
-    """`event_id_hash` of each string of an Arrow array or chunked array (no nulls), in Arrow and numpy."""
+    """A 64-bit hash of each string of an Arrow array or chunked array (no nulls), in Arrow and numpy:
+    its UTF-8 length and its last 16 bytes (where ids differ: sequence numbers, random suffixes),
+    mixed so that every input bit moves every output bit. Equal ids always hash equal, which is all
+    that correctness needs; the rest is balance."""
     if isinstance(event_ids, pa.ChunkedArray):
         event_ids = event_ids.combine_chunks()
     data = pc.cast(event_ids, pa.binary())
@@ -357,8 +337,3 @@ def event_id_hashes(event_ids) -> np.ndarray:
     words = words.reshape(-1, 2)
     lengths = pc.binary_length(data).to_numpy(zero_copy_only=False).astype(np.uint64)
     return _mix_array(_mix_array(words[:, 0] ^ lengths) ^ words[:, 1])
-
-
-def event_id_shard(event_id: str, shards: int) -> int:
-    """The shard (0..shards-1) of one event_id: that of `event_id_hashes` for its column."""
-    return event_id_hash(event_id) % shards
