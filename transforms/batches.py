@@ -28,6 +28,12 @@ def window_starts(clicks: pa.Table, size_ms: int) -> np.ndarray:
     return click_ts - click_ts % size_ms
 
 
+def window_of(clicks: pa.Table, size_ms: int) -> int:
+    """The start of the window of a batch of one window (`by_window`'s parts): its first click's."""
+    first = clicks["click_ts"][0].as_py()
+    return first - first % size_ms
+
+
 def by_window(clicks: pa.Table, size_ms: int) -> Iterator[Tuple[int, pa.Table]]:
     """(window start, its clicks) of each window the batch has clicks in."""
     yield from partitioned(clicks, window_starts(clicks, size_ms))
@@ -46,15 +52,15 @@ def table_of(clicks: Sequence[Click]) -> pa.Table:
 
 
 class WindowBatches:
-    """A bundle's batches gathered by window, to be given out as one batch per window when it ends."""
+    """A bundle's batches of one window each, gathered by window, to be given out as one batch per
+    window when it ends."""
 
     def __init__(self, size_ms: int):
         self._size_ms = size_ms
         self._parts: Dict[int, List[pa.Table]] = {}
 
     def add(self, clicks: pa.Table) -> None:
-        for start, rows in by_window(clicks, self._size_ms):
-            self._parts.setdefault(start, []).append(rows)
+        self._parts.setdefault(window_of(clicks, self._size_ms), []).append(clicks)
 
     def windowed_values(self) -> List[WindowedValue]:
         """One batch per window, in the global window, stamped with the window's start; then none are left."""

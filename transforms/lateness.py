@@ -34,6 +34,7 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP, Timestamp
 
 from pipelines.config import StreamConfig
+from transforms.batches import window_of
 from transforms.packed import pack, unpack
 from transforms.parse import VALID
 from transforms.records import Click, epoch_ms_to_iso, rows
@@ -87,8 +88,7 @@ class _TooLateFn(beam.DoFn):
         if packed is None:  # a shard's boot: only arms the probes
             return
         clicks = unpack(packed)
-        first = clicks["click_ts"][0].as_py()  # a batch of one window (transforms/batches.py)
-        window_start = first - first % self._window_ms
+        window_start = window_of(clicks, self._window_ms)
         closed_at = window_start + self._window_ms + self._lateness_ms
         if closed_at >= known:
             yield clicks
@@ -137,7 +137,7 @@ class SetAsideTooLate(beam.PTransform):
         shards, window_ms = self._shards, self._window_seconds * 1000
 
         def window_shard(clicks):
-            return clicks["click_ts"][0].as_py() // window_ms % shards, pack(clicks)
+            return window_of(clicks, window_ms) // window_ms % shards, pack(clicks)
 
         keyed = clicks | "KeyByShard" >> beam.Map(window_shard)
         boot = (clicks.pipeline

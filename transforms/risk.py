@@ -43,7 +43,7 @@ from apache_beam.transforms.window import FixedWindows, GlobalWindows, Timestamp
 from apache_beam.utils.timestamp import Duration, Timestamp
 
 from pipelines.config import BLOCKED_IP, BLOCKED_USER, RATE_DIMENSIONS, RateRule, RiskConfig, WindowConfig
-from transforms.batches import WindowBatches, table_of
+from transforms.batches import WindowBatches, by_window, table_of
 from transforms.dedup import ShardByEventId, unpacked
 from transforms.parse import VALID
 from transforms.records import MINUTE_MS, Click, epoch_ms_to_iso, event_id_hashes, minute_start, rows
@@ -349,8 +349,8 @@ class _GatherBatchesFn(beam.DoFn):
 
     def finish_bundle(self):
         batches = WindowBatches(self._window_ms)
-        if self._clicks:
-            batches.add(table_of(self._clicks))
+        for _, rows_of_window in by_window(table_of(self._clicks), self._window_ms):
+            batches.add(rows_of_window)
         self._clicks = []
         yield from batches.windowed_values()
 
@@ -407,11 +407,6 @@ class _BlockBatchFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(FLAGGED, flagged(rule, detail, row))
 
 
-def _minutes(clicks: pa.Table) -> np.ndarray:
-    click_ts = clicks["click_ts"].to_numpy()
-    return click_ts - click_ts % MINUTE_MS
-
-
 def _codes(column) -> np.ndarray:
     """Integer codes of a string column's values (-1 for null), equal values equal codes."""
     column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
@@ -426,7 +421,7 @@ class _ShardByAdMinute(ShardByEventId):
         super().__init__(shards, None, spill_dir)
 
     def shard_of_rows(self, clicks: pa.Table) -> np.ndarray:
-        minutes = (_minutes(clicks) // MINUTE_MS).astype(np.uint64)
+        minutes = (clicks["click_ts"].to_numpy() // MINUTE_MS).astype(np.uint64)
         return (event_id_hashes(clicks["ad_id"]) + minutes) % np.uint64(self._shards)
 
 

@@ -16,14 +16,14 @@ from apache_beam.transforms.window import FixedWindows
 from apache_beam.utils.timestamp import Duration
 
 from pipelines.config import WindowConfig
+from transforms.batches import window_starts
 
 LATENESS_GRACE_SECONDS = 10
 
 
 def with_window_start(clicks: pa.Table, size_ms: int) -> pa.Table:
     """The batch with the start (epoch ms) of each click's fixed window."""
-    click_ts = clicks["click_ts"].to_numpy()
-    return clicks.append_column("window_start", pa.array(click_ts - click_ts % size_ms, pa.int64()))
+    return clicks.append_column("window_start", pa.array(window_starts(clicks, size_ms), pa.int64()))
 
 
 class WindowClicks(beam.PTransform):
