@@ -6,17 +6,19 @@ the TTL (with buckets: the end of the first copy's bucket plus the TTL).
 """
 
 import apache_beam as beam
+import pyarrow as pa
 import pytest
 from apache_beam.runners.direct import watermark_manager
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.deduplicate import DeduplicatePerKey
 from apache_beam.utils.timestamp import Duration
+from hypothesis import given, strategies as st
 
 from runners.summary import counters
 from tests.clicks import click
 from tests.stream_cases import ClickRows, at, stream_batches, streaming_options
-from transforms.dedup import DedupByEventId
+from transforms.dedup import DedupByEventId, ids_blob, ids_of_blob
 
 TTL = 120
 
@@ -120,3 +122,13 @@ def test_the_runner_forgets_dedup_keys_whose_state_and_timers_are_gone(monkeypat
                 equal_to([f"e{second}-{n}" for second in range(0, 200, 5) for n in range(8)]))
     pipeline.run().wait_until_finish()
     assert len(scanned) == 1 and len(scanned[0]) <= 4, f"{len(scanned[0])} keys left of up to 160"
+
+
+@given(st.lists(st.text(), max_size=40), st.integers(0, 40), st.integers(0, 40))
+def test_a_state_blob_gives_back_the_ids_of_any_slice(ids, start, length):
+    """The dedup's state element: what a batch's new ids read back as, a slice of a larger array too
+    (Arrow offsets that do not start at 0)."""
+    part = pa.array(ids, pa.string()).slice(start, length)
+    back = ids_of_blob(ids_blob(part))
+    back.validate(full=True)
+    assert back.to_pylist() == ids[start:start + length]

@@ -16,13 +16,13 @@ in the DAG the TTL outlives the allowed lateness, so such a copy is too late
 before it can be counted twice (docs/streaming.md).
 """
 
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from apache_beam.coders import IterableCoder, StrUtf8Coder
+from apache_beam.coders import BytesCoder
 from apache_beam.metrics.metric import Metrics
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import BagStateSpec, TimerSpec, on_timer
@@ -117,18 +117,37 @@ def _by_bucket_and_shard(clicks: pa.Table, bucket_ms: int, shards: int, columns:
         yield (key // shards * bucket_ms, key % shards), pack(rows_of_key)
 
 
+def ids_blob(ids: pa.Array) -> bytes:
+    """A string array as one state element: its length, its offsets and its UTF-8 bytes. One bytes
+    element a batch is what a runner keeps and sends back cheapest (Prism: one slice each), and it
+    reads back as an Arrow array with no per-id decode."""
+    offsets = np.frombuffer(ids.buffers()[1], dtype=np.int32)[ids.offset:ids.offset + len(ids) + 1]
+    data = ids.buffers()[2]
+    body = data[int(offsets[0]):int(offsets[-1])].to_pybytes() if data is not None else b""
+    return len(ids).to_bytes(4, "little") + (offsets - offsets[0]).astype("<i4").tobytes() + body
+
+
+def ids_of_blob(blob: bytes) -> pa.Array:
+    """The string array `ids_blob` was given."""
+    length = int.from_bytes(blob[:4], "little")
+    buffer = pa.py_buffer(blob)
+    end = 4 + 4 * (length + 1)
+    return pa.StringArray.from_buffers(length, buffer[4:end], buffer[end:])
+
+
 class _FirstCopyInBucketFn(beam.DoFn):
     """Per (bucket, shard) key: the event_ids seen, forgotten together when the TTL has passed.
 
-    The ids are a bag, each element the new ids of one batch: Beam's Python `SetState` rebuilds and
-    rewrites its whole set on half of its adds. A key's ids are read from the runner once a bundle
-    and kept here as a set until the bundle ends: each state read is a round trip to the runner
-    (Prism grants no cache tokens). The DoFn instance runs one bundle at a time and every change to
-    the key's state within it goes through this copy too, so the copy is the state. The unique
-    clicks leave when the bundle ends, gathered by window (transforms/batches.py).
+    The ids are a bag, each element the new ids of one batch as one blob (`ids_blob`): a bag of
+    strings cost a decode per id on every read, and the runner a slice per id to keep, for an hour
+    of TTL. A key's ids are read from the runner once a bundle and kept here as one Arrow array
+    until the bundle ends: each state read is a round trip to the runner (Prism grants no cache
+    tokens). The DoFn instance runs one bundle at a time and every change to the key's state within
+    it goes through this copy too, so the copy is the state. The unique clicks leave when the bundle
+    ends, gathered by window (transforms/batches.py).
     """
 
-    SEEN = BagStateSpec("seen", IterableCoder(StrUtf8Coder()))
+    SEEN = BagStateSpec("seen", BytesCoder())
     FORGET = TimerSpec("forget", TimeDomain.WATERMARK)
 
     def __init__(self, bucket_ms: int, ttl_ms: int, window_ms: int):
@@ -141,29 +160,32 @@ class _FirstCopyInBucketFn(beam.DoFn):
         self.duplicates = Metrics.counter("adclick", "duplicates")
 
     def start_bundle(self):
-        self._seen_in_bundle = {}
+        self._seen_in_bundle: Dict[Tuple[int, int], pa.Array] = {}
         self._unique = WindowBatches(self._window_ms)
 
     def process(self, key_and_packed, seen=beam.DoFn.StateParam(SEEN), forget=beam.DoFn.TimerParam(FORGET)):
         key, packed = key_and_packed
         clicks = unpack(packed)
-        bucket_start = key[0]
         known = self._seen_in_bundle.get(key)
         if known is None:
-            known = self._seen_in_bundle[key] = set().union(*seen.read())
-        before = len(known)
-        first = []
-        for event_id in clicks["event_id"].to_pylist():  # the first copy in arrival order counts
-            first.append(event_id not in known)
-            known.add(event_id)
-        new = len(known) - before
+            known = pa.concat_arrays([pa.array([], pa.string())] + [ids_of_blob(blob) for blob in seen.read()])
+        ids = clicks["event_id"].combine_chunks()
+        # The first copy in arrival order counts: an id's first row in the batch, if not known before it.
+        _, first_rows = np.unique(pc.dictionary_encode(ids).indices.to_numpy(), return_index=True)
+        first = np.zeros(len(ids), dtype=bool)
+        first[first_rows] = True
+        first &= ~pc.is_in(ids, value_set=known).to_numpy(zero_copy_only=False)
+        new = int(first.sum())
         self.duplicates.inc(len(clicks) - new)
+        self._seen_in_bundle[key] = known
         if not new:
             return
         unique = clicks.filter(pa.array(first))
-        seen.add(unique["event_id"].to_pylist())
+        new_ids = unique["event_id"].combine_chunks()
+        seen.add(ids_blob(new_ids))
+        self._seen_in_bundle[key] = pa.concat_arrays([known, new_ids])
         # The bucket's last millisecond plus the TTL: with 1 ms buckets, exactly DeduplicatePerKey's expiry.
-        forget.set(Timestamp(micros=(bucket_start + self._bucket_ms - 1 + self._ttl_ms) * 1_000))
+        forget.set(Timestamp(micros=(key[0] + self._bucket_ms - 1 + self._ttl_ms) * 1_000))
         self.unique.inc(new)
         self._unique.add(unique)
 
