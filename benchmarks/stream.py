@@ -68,6 +68,7 @@ DIR/PHASE.txt and .html per phase. Other options are `adclick stream`'s
 """
 
 import argparse
+import array
 import collections
 import contextlib
 import dataclasses
@@ -83,7 +84,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import apache_beam as beam
 import orjson
@@ -125,56 +126,82 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[max(1, math.ceil(q / 100 * len(ordered))) - 1]
 
 
-def reached_times(polls: Sequence[Tuple[float, Dict[Key, int]]]) -> Dict[Key, List[float]]:
+Reached = Dict[Key, "array.array[float]"]  # {key: time the count first reached 1, 2, ...}
+
+
+def note_reached(reached: Reached, moment: float, counts: Dict[Key, int]) -> None:
+    """Adds a poll's counts, seen at `moment`, to `reached`: 8 bytes a click."""
+    for key, count in counts.items():
+        times = reached.get(key)
+        if times is None:
+            times = reached[key] = array.array("d")
+        times.extend([moment] * (count - len(times)))
+
+
+def reached_times(polls: Sequence[Tuple[float, Dict[Key, int]]]) -> Reached:
     """(poll time, {key: count}) in time order -> {key: [time the count first reached 1, 2, ...]}."""
-    reached: Dict[Key, List[float]] = {}
+    reached: Reached = {}
     for moment, counts in polls:
-        for key, count in counts.items():
-            times = reached.setdefault(key, [])
-            times.extend([moment] * (count - len(times)))
+        note_reached(reached, moment, counts)
     return reached
 
 
-def latencies(sent: Dict[Key, List[float]], reached: Dict[Key, List[float]]) -> Dict[Key, List[float]]:
+def latencies(sent: Dict[Key, List[float]], reached: Reached) -> Dict[Key, List[float]]:
     """{key: publish times in order}, {key: times the count reached 1, 2, ...} -> {key: latency of
     the k-th click sent}: the k-th reached time minus the k-th send, inf if never reached."""
     out = {}
     for key, sends in sent.items():
-        seen = reached.get(key, [])
+        seen = reached.get(key, ())
         out[key] = [seen[k] - moment if k < len(seen) else math.inf for k, moment in enumerate(sends)]
     return out
 
 
 @dataclasses.dataclass(frozen=True)
 class Step:
-    """One rate of the ramp as published: when, and each click's (key, publish time)."""
+    """One rate of the ramp as published: when, and each click's key and publish time, in arrays of
+    12 bytes a click. The bench runs the LOOPBACK worker in its own process, so its bookkeeping is in
+    the RSS it reports: a tuple a click grew it by 100 MB a minute at 10,000 clicks/s."""
     rate: float
     started: float
     ended: float
-    clicks: Tuple[Tuple[Key, float], ...]
+    keys: Tuple[Key, ...]  # the step's distinct keys
+    key_index: "array.array[int]"  # each click's key, an index into keys
+    moments: "array.array[float]"  # each click's publish time
+
+    @classmethod
+    def of(cls, rate: float, started: float, ended: float, clicks: Sequence[Tuple[Key, float]]) -> "Step":
+        index: Dict[Key, int] = {}
+        key_index = array.array("i", [index.setdefault(key, len(index)) for key, _ in clicks])
+        return cls(rate, started, ended, tuple(index), key_index, array.array("d", [moment for _, moment in clicks]))
+
+    def __len__(self) -> int:
+        return len(self.moments)
+
+    def clicks(self) -> Iterator[Tuple[Key, float]]:
+        """(key, publish time) of each click, in publish order."""
+        return zip(map(self.keys.__getitem__, self.key_index), self.moments)
 
 
 def step_report(step: Step, latency_of: Dict[int, float], visible_times: Sequence[float]) -> dict:
     """A step's numbers, from the latencies of its clicks (by their index in the step) and the
     times every click of the run became visible."""
     seconds = step.ended - step.started
-    values = [latency_of[i] for i in range(len(step.clicks))]
+    values = [latency_of[i] for i in range(len(step))]
     shown = sum(1 for moment in visible_times if step.started <= moment < step.ended)
-    return {"rate": step.rate, "events": len(step.clicks), "offered_per_second": round(len(step.clicks) / seconds, 1),
+    return {"rate": step.rate, "events": len(step), "offered_per_second": round(len(step) / seconds, 1),
             "sustained_per_second": round(shown / seconds, 1), "unseen": sum(map(math.isinf, values)),
             "p50_seconds": round(percentile(values, 50), 2), "p95_seconds": round(percentile(values, 95), 2),
             "p99_seconds": round(percentile(values, 99), 2)}
 
 
-def ramp_report(steps: Sequence[Step], polls: Sequence[Tuple[float, Dict[Key, int]]]) -> List[dict]:
+def ramp_report(steps: Sequence[Step], reached: Reached) -> List[dict]:
     """Per step: offered and sustained events/s, p50/p99 event-to-sink latency."""
     sent: Dict[Key, List[float]] = {}
     owner: Dict[Key, List[Tuple[int, int]]] = {}  # (step, index in step) of each key's k-th click
     for s, step in enumerate(steps):
-        for i, (key, moment) in enumerate(step.clicks):
+        for i, (key, moment) in enumerate(step.clicks()):
             sent.setdefault(key, []).append(moment)
             owner.setdefault(key, []).append((s, i))
-    reached = reached_times(polls)
     by_step: List[Dict[int, float]] = [{} for _ in steps]
     for key, values in latencies(sent, reached).items():
         for (s, i), value in zip(owner[key], values):
@@ -215,7 +242,7 @@ def _publish_ramp(url: str, rates: Sequence[float], seconds: float, window_ms: i
                 sent += 1
             time.sleep(max(0.0, started + len(clicks) / rate - time.time()))
         publisher.flush()
-        connection.send(Step(rate, started, max(time.time(), started + seconds), tuple(clicks)))
+        connection.send(Step.of(rate, started, max(time.time(), started + seconds), clicks))
     while not connection.poll(TICK_SECONDS):
         now_ms = int(time.time() * 1000)
         publisher.send(orjson.dumps({"event_id": f"{prefix}-tick-{now_ms}", "ad_id": TICK_AD, "click_ts": now_ms}),
@@ -230,7 +257,7 @@ class _SinkWatcher(threading.Thread):
     def __init__(self, path: str):
         super().__init__(daemon=True)
         self._path = path
-        self.polls: List[Tuple[float, Dict[Key, int]]] = []  # each poll's changed counts: what `reached_times` reads
+        self.reached: Reached = {}  # noted as it goes: every poll's changes kept grew by 80 MB a minute at 10,000/s
         self.latest: Dict[Key, int] = {}
         self.stop = threading.Event()
 
@@ -245,8 +272,7 @@ class _SinkWatcher(threading.Thread):
                                           "WHERE ad_id != ?", (TICK_AD,)).fetchall()
                 counts = {(ad, start): clicks for ad, start, clicks in rows}
                 changed = {key: clicks for key, clicks in counts.items() if self.latest.get(key) != clicks}
-                if changed:  # only the changes: a copy of every count each poll grew by GBs in a 10-minute ramp
-                    self.polls.append((time.time(), changed))
+                note_reached(self.reached, time.time(), changed)
                 self.latest = counts
         finally:
             connection.close()
@@ -616,14 +642,14 @@ def _ramp(args, setup, stream_args, beam_args, config, work: str, profile: _Prof
     for rate in args.rates:
         parent.send("go")
         steps.append(parent.recv())
-        published = sum(len(step.clicks) for step in steps)
-        print(f"  rate {rate:g}/s: published {len(steps[-1].clicks):,}, visible {watcher.total():,} of {published:,}"
+        published = sum(map(len, steps))
+        print(f"  rate {rate:g}/s: published {len(steps[-1]):,}, visible {watcher.total():,} of {published:,}"
               f" (load {' '.join(map(str, _load()))})", flush=True)
         if published - watcher.total() > rate * P99_TARGET_SECONDS:
             print("  more than 10 s of input not yet in the sink: the ramp stops here")
             break
     parent.send("drain")
-    published = sum(len(step.clicks) for step in steps)
+    published = sum(map(len, steps))
     deadline = time.monotonic() + args.drain_seconds
     while watcher.total() < published and time.monotonic() < deadline:
         time.sleep(POLL_SECONDS)
@@ -636,9 +662,9 @@ def _ramp(args, setup, stream_args, beam_args, config, work: str, profile: _Prof
     _wait_for_workers(before)
     peak_rss_mb = memory.stop()
     profile.write()
-    sent = collections.Counter(key for step in steps for key, _ in step.clicks)
-    return {"steps": ramp_report(steps, watcher.polls), "peak_rss_mb": peak_rss_mb,
-            "rss_mb_by_minute": memory.by_minute, "exact": bool(watcher.polls) and watcher.latest == dict(sent),
+    sent = collections.Counter(key for step in steps for key, _ in step.clicks())
+    return {"steps": ramp_report(steps, watcher.reached), "peak_rss_mb": peak_rss_mb,
+            "rss_mb_by_minute": memory.by_minute, "exact": bool(watcher.latest) and watcher.latest == dict(sent),
             "load_before": load_before, "load_after": _load()}
 
 

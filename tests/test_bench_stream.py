@@ -36,7 +36,8 @@ def test_percentile_is_the_nearest_rank():
 
 def test_reached_times_note_when_each_count_first_showed():
     polls = [(10.0, {A: 1}), (11.0, {A: 1, B: 2}), (12.0, {A: 3, B: 2}), (13.0, {A: 3, B: 3})]
-    assert reached_times(polls) == {A: [10.0, 12.0, 12.0], B: [11.0, 11.0, 13.0]}
+    reached = reached_times(polls)
+    assert {key: list(times) for key, times in reached.items()} == {A: [10.0, 12.0, 12.0], B: [11.0, 11.0, 13.0]}
 
 
 def test_latency_of_the_kth_click_is_the_kth_reached_time_minus_its_send():
@@ -47,13 +48,14 @@ def test_latency_of_the_kth_click_is_the_kth_reached_time_minus_its_send():
 
 def test_ramp_report_per_step():
     # Step 1 at 2/s over [0, 2): four clicks; step 2 at 4/s over [2, 3): four clicks.
-    steps = [Step(2.0, 0.0, 2.0, ((A, 0.0), (B, 0.5), (A, 1.0), (B, 1.5))),
-             Step(4.0, 2.0, 3.0, ((A, 2.0), (A, 2.25), (B, 2.5), (B, 2.75)))]
+    steps = [Step.of(2.0, 0.0, 2.0, ((A, 0.0), (B, 0.5), (A, 1.0), (B, 1.5))),
+             Step.of(4.0, 2.0, 3.0, ((A, 2.0), (A, 2.25), (B, 2.5), (B, 2.75)))]
     polls = [(1.0, {A: 1}), (2.0, {A: 2, B: 2}), (3.0, {A: 4, B: 3}), (4.0, {A: 4, B: 3})]
     # A: sends 0, 1, 2, 2.25 reached at 1, 2, 3, 3 -> latencies 1, 1, 1, 0.75.
     # B: sends 0.5, 1.5, 2.5, 2.75 reached at 2, 2, 3 -> 1.5, 0.5, 0.5, never.
     # Visible during [0, 2): 1 (at 1.0); during [2, 3): 3 (at 2.0); at 3.0, 3 more (after both).
-    step1, step2 = ramp_report(steps, polls)
+    assert list(steps[1].clicks()) == [(A, 2.0), (A, 2.25), (B, 2.5), (B, 2.75)]
+    step1, step2 = ramp_report(steps, reached_times(polls))
     assert step1 == {"rate": 2.0, "events": 4, "offered_per_second": 2.0, "sustained_per_second": 0.5,
                      "unseen": 0, "p50_seconds": 1.0, "p95_seconds": 1.5, "p99_seconds": 1.5}
     assert step2 == {"rate": 4.0, "events": 4, "offered_per_second": 4.0, "sustained_per_second": 3.0,
