@@ -188,10 +188,14 @@ def step_report(step: Step, latency_of: Dict[int, float], visible_times: Sequenc
     seconds = step.ended - step.started
     values = [latency_of[i] for i in range(len(step))]
     shown = sum(1 for moment in visible_times if step.started <= moment < step.ended)
+    by_minute: Dict[int, List[float]] = {}  # whether latency holds over a long step, or grows
+    for value, moment in zip(values, step.moments):
+        by_minute.setdefault(int((moment - step.started) // 60), []).append(value)
     return {"rate": step.rate, "events": len(step), "offered_per_second": round(len(step) / seconds, 1),
             "sustained_per_second": round(shown / seconds, 1), "unseen": sum(map(math.isinf, values)),
             "p50_seconds": round(percentile(values, 50), 2), "p95_seconds": round(percentile(values, 95), 2),
-            "p99_seconds": round(percentile(values, 99), 2)}
+            "p99_seconds": round(percentile(values, 99), 2),
+            "p99_seconds_by_minute": [round(percentile(by_minute[minute], 99), 2) for minute in sorted(by_minute)]}
 
 
 def ramp_report(steps: Sequence[Step], reached: Reached) -> List[dict]:
@@ -831,6 +835,8 @@ def _rising_rates(args, setup, stream_args, beam_args, config, work, exclude) ->
     for step in ramp["steps"]:
         print(f"{step['offered_per_second']:>10} {step['sustained_per_second']:>12} {step['p50_seconds']:>8} "
               f"{step['p95_seconds']:>8} {step['p99_seconds']:>8} {step['unseen']:>7}")
+        if len(step["p99_seconds_by_minute"]) > 1:
+            print(f"{'':>10} p99 s by minute: {step['p99_seconds_by_minute']}")
     best = best_rate(ramp["steps"])
     print(f"highest sustained rate with p99 < {P99_TARGET_SECONDS:g} s: "
           + (f"{best['sustained_per_second']} events/s (offered {best['offered_per_second']})" if best else "none")

@@ -57,10 +57,18 @@ def test_ramp_report_per_step():
     assert list(steps[1].clicks()) == [(A, 2.0), (A, 2.25), (B, 2.5), (B, 2.75)]
     step1, step2 = ramp_report(steps, reached_times(polls))
     assert step1 == {"rate": 2.0, "events": 4, "offered_per_second": 2.0, "sustained_per_second": 0.5,
-                     "unseen": 0, "p50_seconds": 1.0, "p95_seconds": 1.5, "p99_seconds": 1.5}
+                     "unseen": 0, "p50_seconds": 1.0, "p95_seconds": 1.5, "p99_seconds": 1.5,
+                     "p99_seconds_by_minute": [1.5]}
     assert step2 == {"rate": 4.0, "events": 4, "offered_per_second": 4.0, "sustained_per_second": 3.0,
-                     "unseen": 1, "p50_seconds": 0.75, "p95_seconds": math.inf, "p99_seconds": math.inf}
+                     "unseen": 1, "p50_seconds": 0.75, "p95_seconds": math.inf, "p99_seconds": math.inf,
+                     "p99_seconds_by_minute": [math.inf]}
     assert best_rate([step1, step2]) == step1
+
+
+def test_a_long_steps_p99_by_minute_of_publish():
+    step = Step.of(1.0, 0.0, 130.0, ((A, 10.0), (A, 70.0), (B, 125.0)))
+    (report,) = ramp_report([step], reached_times([(11.0, {A: 1}), (75.0, {A: 2}), (128.0, {B: 1})]))
+    assert report["p99_seconds_by_minute"] == [1.0, 5.0, 3.0]
 
 
 class Frame:
