@@ -118,9 +118,9 @@ class MeasureSource(beam.PTransform):
 
 
 class _MeasurePanes(beam.DoFn):
-    """Per-ad rows on their way into the sink: the newest minute, the newest complete one (the watermark has
-    passed its end: its on-time pane, or a late one where the watermark ran ahead of the minute's clicks), how
-    long after its end an on-time pane came, and the late panes."""
+    """Per-ad panes on their way into the sink (a table of a shard's AdCounts each): the newest minute, the
+    newest complete one (the watermark has passed its end: its on-time pane, or a late one where the watermark
+    ran ahead of the minute's clicks), how long after its end an on-time pane came, and the late panes."""
 
     def setup(self):
         self._complete = Metrics.distribution(NAMESPACE, COMPLETE_MINUTE)
@@ -130,17 +130,18 @@ class _MeasurePanes(beam.DoFn):
         self._buckets = {bound: Metrics.counter(NAMESPACE, f"{LATENCY_BUCKET}{bound}")
                          for bound in LATENCY_BOUNDS + ("inf",)}
 
-    def process(self, row, window=beam.DoFn.WindowParam, pane=beam.DoFn.PaneInfoParam):
-        self._newest.update(row.window_start)
+    def process(self, pane_counts, window=beam.DoFn.WindowParam, pane=beam.DoFn.PaneInfoParam):
+        window_start = int(window.start.micros // 1000)
+        self._newest.update(window_start)
         if pane.timing == PaneInfoTiming.LATE:  # the watermark had passed the minute before its clicks came
             self._late.inc()
-            self._complete.update(row.window_start)
+            self._complete.update(window_start)
         elif pane.timing == PaneInfoTiming.ON_TIME:
-            self._complete.update(row.window_start)
+            self._complete.update(window_start)
             latency_ms = max(0, int(time.time() * 1000) - window.end.micros // 1000)
             self._latency.update(latency_ms)
             self._buckets[next((b for b in LATENCY_BOUNDS if latency_ms <= b * 1000), "inf")].inc()
-        yield row
+        yield pane_counts
 
 
 class MeasureSink(beam.PTransform):
@@ -257,7 +258,7 @@ class StreamCollector:
                 flagged.add_metric([name[len(FLAGGED_PREFIX):]], count)
         yield flagged
         yield counter("late_panes",
-                      "per-ad rows of late panes sent to the sink (a late pane holds a late click of its shard of ads)",
+                      "late per-ad panes sent to the sink, one per shard of ads holding a late click",
                       totals.get(LATE_PANES, 0))
 
         buckets, cumulative = [], 0

@@ -6,7 +6,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.transforms.window import TimestampedValue
 
 from tests.clicks import T0, batch, clicks_of
-from transforms.records import RawRecord
+from transforms.records import AGGREGATE_ROWS, RawRecord, rows
 
 
 def at(second: float) -> float:
@@ -45,8 +45,12 @@ def streaming_options() -> PipelineOptions:
 
 
 class _Pane(beam.DoFn):
-    def process(self, row, pane=beam.DoFn.PaneInfoParam):
-        yield row, pane.timing
+    def __init__(self, row_type):
+        self._row_type = row_type
+
+    def process(self, element, pane=beam.DoFn.PaneInfoParam):
+        for row in rows(element, self._row_type):  # a pane of per-ad or per-filter counts is a table of them
+            yield row, pane.timing
 
 
 class PaneSink(beam.PTransform):
@@ -57,6 +61,6 @@ class PaneSink(beam.PTransform):
         self._check = check
 
     def expand(self, aggregates):
-        for name, rows in aggregates.made():
-            self._check(name, rows | f"Panes{name}" >> beam.ParDo(_Pane()))
+        for name, made in aggregates.made():
+            self._check(name, made | f"Panes{name}" >> beam.ParDo(_Pane(AGGREGATE_ROWS[name])))
         return aggregates

@@ -26,10 +26,10 @@ from transforms.packed import Spill, pack, partitioned, unpacked
 from transforms.records import (
     AdCount,
     Aggregates,
-    FilterCount,
     TopAds,
     event_id_hashes,
     filter_text_column,
+    rows,
 )
 from transforms.sliding_top import TopAdsSliding
 
@@ -77,17 +77,37 @@ class _CountsByAdFn(beam.CombineFn):
 
 
 class _AdRows(beam.DoFn):
-    """A shard's counts of a window -> an AdCount per ad (main output) and its FilterCounts (`per_filter`)."""
+    """A shard's counts of a window -> one table of its ads' AdCounts (main output) and one of their
+    FilterCounts (`per_filter`), a replay's tables: a pane carries every ad of its shard and its
+    filters (17,000 rows a second at 10,000 clicks/s, over 1,000 ads and 17 countries, with early
+    panes every second), which as one element per row cost the runner more than the clicks did."""
 
     def process(self, shard_and_counts, window=beam.DoFn.WindowParam):
         _, by_ad = shard_and_counts
         window_start = int(window.start.micros // 1000)
+        ads, clicks, filter_ads, filters, filter_clicks = [], [], [], [], []
         for ad_id, counts in by_ad.items():
-            for text, clicks in counts.items():
+            for text, count in counts.items():
                 if text is None:
-                    yield AdCount(ad_id, window_start, clicks)
+                    ads.append(ad_id)
+                    clicks.append(count)
                 else:
-                    yield beam.pvalue.TaggedOutput("per_filter", FilterCount(ad_id, window_start, text, clicks))
+                    filter_ads.append(ad_id)
+                    filters.append(text)
+                    filter_clicks.append(count)
+        yield _counts_table(window_start, {"ad_id": ads}, clicks)
+        if filters:
+            yield beam.pvalue.TaggedOutput(
+                "per_filter", _counts_table(window_start, {"ad_id": filter_ads, "filter": filters}, filter_clicks))
+
+
+def _counts_table(window_start: int, keys: dict, clicks: list) -> pa.Table:
+    """A pane's counts of one window as a replay's table: ad_id, window_start, [filter], clicks."""
+    columns = {"ad_id": pa.array(keys["ad_id"], pa.string()),
+               "window_start": pa.array(np.full(len(clicks), window_start, dtype=np.int64))}
+    if "filter" in keys:
+        columns["filter"] = pa.array(keys["filter"], pa.string())
+    return pa.table({**columns, "clicks": pa.array(clicks, pa.int64())})
 
 
 class CountPerAd(beam.PTransform):
@@ -131,7 +151,7 @@ def _rank_key(ad_and_clicks):
 class TopAdsFn(beam.CombineFn):
     """The N ads with most clicks, ties by ad_id.
 
-    Inputs are accumulating panes of per-ad counts, so one ad can arrive more
+    Inputs are accumulating panes of per-ad counts (tables of them), so one ad can arrive more
     than once with a growing count: the latest (largest) value wins. Keeping
     only the N best stays exact because a later pane always carries the ad's
     full count.
@@ -148,9 +168,11 @@ class TopAdsFn(beam.CombineFn):
             return best
         return dict(sorted(best.items(), key=_rank_key)[:self._n])
 
-    def add_input(self, best, ad_count):
-        if ad_count.clicks > best.get(ad_count.ad_id, 0):
-            best[ad_count.ad_id] = ad_count.clicks
+    def add_input(self, best, ad_counts):
+        """`ad_counts`: an AdCount, or a table of them (a pane of the per-ad counts)."""
+        for ad_count in rows(ad_counts, AdCount):
+            if ad_count.clicks > best.get(ad_count.ad_id, 0):
+                best[ad_count.ad_id] = ad_count.clicks
         return self._trim(best)
 
     def merge_accumulators(self, accumulators):
@@ -189,9 +211,9 @@ def _by_window(table: pa.Table):
     starts = table["window_start"].to_numpy()
     order = np.argsort(starts, kind="stable")
     bounds = np.flatnonzero(np.diff(starts[order])) + 1
-    for rows in np.split(order, bounds):
-        if len(rows):
-            yield int(starts[rows[0]]), table.take(rows)
+    for indices in np.split(order, bounds):
+        if len(indices):
+            yield int(starts[indices[0]]), table.take(indices)
 
 
 def window_shards(starts: np.ndarray, shards: int) -> np.ndarray:
@@ -285,8 +307,8 @@ class _PartialCounts(beam.DoFn):
                   for dimensions, counts in zip(self._filter_dimensions, totals) if dimensions]
         sent = []
         for kind, counts in parts:
-            for shard, rows in partitioned(counts, window_shards(counts["window_start"].to_numpy(), MERGE_SHARDS)):
-                key, packed = (kind, shard), pack(rows)
+            for shard, part in partitioned(counts, window_shards(counts["window_start"].to_numpy(), MERGE_SHARDS)):
+                key, packed = (kind, shard), pack(part)
                 if self._spill is None:
                     sent.append((key, packed))
                 else:

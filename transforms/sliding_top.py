@@ -16,7 +16,7 @@ from apache_beam.transforms.window import GlobalWindows, SlidingWindows
 
 from pipelines.config import WindowConfig
 from transforms.packed import Spill, pack, unpacked
-from transforms.records import SlidingTopAds
+from transforms.records import AdCount, SlidingTopAds, rows
 from transforms.windowing import stream_windowing
 
 ENDS_PER_KEY = 60  # a replay ranks the window ends of an hour (of one-minute windows) together
@@ -35,10 +35,12 @@ class TopOverMinutesFn(beam.CombineFn):
     def create_accumulator(self):
         return {}
 
-    def add_input(self, by_ad, ad_count):
-        by_minute = by_ad.setdefault(ad_count.ad_id, {})
-        if ad_count.clicks > by_minute.get(ad_count.window_start, 0):
-            by_minute[ad_count.window_start] = ad_count.clicks
+    def add_input(self, by_ad, ad_counts):
+        """`ad_counts`: an AdCount, or a table of them (a pane of the per-ad counts)."""
+        for ad_count in rows(ad_counts, AdCount):
+            by_minute = by_ad.setdefault(ad_count.ad_id, {})
+            if ad_count.clicks > by_minute.get(ad_count.window_start, 0):
+                by_minute[ad_count.window_start] = ad_count.clicks
         return by_ad
 
     def merge_accumulators(self, accumulators):
