@@ -159,7 +159,7 @@ class _FirstCopyInBucketFn(beam.DoFn):
         self.unique = Metrics.counter("adclick", "unique")
         self.duplicates = Metrics.counter("adclick", "duplicates")
 
-    def start_bundle(self):
+    def start_bundle(self) -> None:
         self._seen_in_bundle: Dict[Tuple[int, int], pa.Array] = {}
         self._unique = WindowBatches(self._window_ms)
 
