@@ -23,7 +23,8 @@ rate is the backlog's messages over the seconds from its start to then, less
 the seconds the source alone took from its start to its first record (the
 sink shows a pane at a time: in a drain of few large batches the first one
 comes late, so its first click would time too little). The sink's per-(ad, minute) counts must then equal the
-generator's truth exactly (the run exits otherwise); so must the ramp's.
+generator's truth exactly (the run exits otherwise); so must the ramp's (it
+prints the first (ad, minute)s that differ, and `ramp_differing` has them).
 
 1. Backlog (`--events N`, 0 to skip; `--source-events` for the source's
    own). N unique clicks (plus the generator's resends and malformed lines)
@@ -147,6 +148,17 @@ def reached_times(polls: Sequence[Tuple[float, Dict[Key, int]]]) -> Reached:
     for moment, counts in polls:
         note_reached(reached, moment, counts)
     return reached
+
+
+def differences(counts: Dict[Key, int], truth: Dict[Key, int]) -> List[Tuple[Key, Optional[int], Optional[int]]]:
+    """(key, sink's count, true count) of each (ad, minute) where the two differ, in key order."""
+    return [(key, counts.get(key), truth.get(key)) for key in sorted(counts.keys() | truth.keys())
+            if counts.get(key) != truth.get(key)]
+
+
+def describe_differences(differing: Sequence[Tuple[Key, Optional[int], Optional[int]]]) -> str:
+    return (f"the sink's counts differ from the truth in {len(differing)} (ad, minute)s: "
+            + ", ".join(f"{key} {got} != {want}" for key, got, want in differing[:5]))
 
 
 def latencies(sent: Dict[Key, List[float]], reached: Reached) -> Dict[Key, List[float]]:
@@ -670,8 +682,10 @@ def _ramp(args, setup, stream_args, beam_args, config, work: str, profile: _Prof
     peak_rss_mb = memory.stop()
     profile.write()
     sent = collections.Counter(key for step in steps for key, _ in step.clicks())
+    differing = differences(watcher.latest, dict(sent))
     return {"steps": ramp_report(steps, watcher.reached), "peak_rss_mb": peak_rss_mb,
-            "rss_mb_by_minute": memory.by_minute, "exact": bool(watcher.latest) and watcher.latest == dict(sent),
+            "rss_mb_by_minute": memory.by_minute, "exact": bool(watcher.latest) and not differing,
+            "differing": differing,
             "load_before": load_before, "load_after": _load()}
 
 
@@ -824,9 +838,7 @@ def _kafka_backlogs(args, setup, stream_args, beam_args, config, work, exclude) 
     report["full_dag"] = drained
     print(f"  {report['full_dag']}")
     if not drained["exact"]:
-        differing = sorted(key for key in counts.keys() | truth.keys() if counts.get(key) != truth.get(key))
-        sys.exit(f"adclick bench-stream: the sink's counts differ from the truth in {len(differing)} (ad, minute)s: "
-                 + ", ".join(f"{key} {counts.get(key)} != {truth.get(key)}" for key in differing[:5]))
+        sys.exit(f"adclick bench-stream: {describe_differences(differences(counts, truth))}")
     return _ratio(report)
 
 
@@ -846,7 +858,10 @@ def _rising_rates(args, setup, stream_args, beam_args, config, work, exclude) ->
           + (f"{best['sustained_per_second']} events/s (offered {best['offered_per_second']})" if best else "none")
           + f"; peak RSS {ramp['peak_rss_mb']:,} MB; sink exact: {ramp['exact']}")
     print(f"RSS by minute (MB): {ramp['rss_mb_by_minute']}")
+    if ramp["differing"]:
+        print(f"  {describe_differences(ramp['differing'])}")
     return {"ramp": ramp["steps"], "ramp_peak_rss_mb": ramp["peak_rss_mb"],
             "ramp_rss_mb_by_minute": ramp["rss_mb_by_minute"], "ramp_exact": ramp["exact"],
+            "ramp_differing": ramp["differing"][:5],
             "ramp_load": [ramp["load_before"], ramp["load_after"]],
             "best_sustained_per_second_under_p99_10s": best and best["sustained_per_second"]}
