@@ -268,7 +268,7 @@ class StreamCollector:
         latency = spread.get(LATENCY, (0, 0, 0, 0))
         histogram = HistogramMetricFamily(
             f"{PREFIX}_sink_latency_seconds",
-            "per-ad rows of on-time panes: from the end of their minute (event time) to the sink")
+            "on-time per-ad panes: from the end of their minute (event time) to the sink")
         histogram.add_metric([], buckets, _seconds(latency[1]))
         yield histogram
 
