@@ -1,6 +1,7 @@
 """Answers computed in plain Python from the generator's truth, to check a sink against."""
 
 import collections
+import os
 import sqlite3
 
 MINUTE_MS = 60_000
@@ -16,6 +17,15 @@ def sink_clicks_per_minute(db_path) -> dict:
     with sqlite3.connect(db_path) as connection:
         return {(ad_id, window_start): clicks for ad_id, window_start, clicks in
                 connection.execute("SELECT ad_id, window_start, clicks FROM clicks_per_minute")}
+
+
+def sink_has_tables(db_path) -> bool:
+    """Whether a stream's SQLite sink has made its tables: its file appears a moment before them."""
+    if not os.path.exists(db_path):
+        return False
+    with sqlite3.connect(db_path) as connection:
+        return connection.execute(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'clicks_per_minute'").fetchone()[0] == 1
 
 
 def sink_tables(db_path) -> dict:

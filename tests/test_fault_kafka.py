@@ -20,7 +20,7 @@ from runners import broker
 from tests.metrics_cases import accounted, dead_letters, metrics_url, one, scrape
 from tests.pubsub_cases import wait_for
 from tests.servers import free_port, stop_group
-from tests.stream_truth import expected_tables, sink_tables
+from tests.stream_truth import expected_tables, sink_has_tables, sink_tables
 from tests.test_kafka_prism_stream import RoundRobinPublisher
 
 pytestmark = [pytest.mark.faults, pytest.mark.kafka, pytest.mark.prism, pytest.mark.slow]
@@ -104,7 +104,7 @@ def test_a_kafka_stream_outlives_its_broker_killed_and_restarted(own_broker, tmp
         cwd=ROOT, start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
     try:
         first_expected = expected_tables(first.truth, TOP_N, SLIDING_MINUTES)["clicks_per_minute"]
-        wait_for(lambda: db.exists() and sink_tables(db)["clicks_per_minute"] == first_expected,
+        wait_for(lambda: sink_has_tables(db) and sink_tables(db)["clicks_per_minute"] == first_expected,
                  "the clicks sent before the crash", seconds=WAIT_SECONDS,
                  detail=lambda: differing(sink_tables(db)["clicks_per_minute"], first_expected))
         own_broker.kill()

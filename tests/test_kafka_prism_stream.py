@@ -18,7 +18,7 @@ from loadgen.publish import EVENT_TIME, emissions_around_now, publish
 from runners import expansion
 from sources.kafka import parse_kafka_url
 from tests.pubsub_cases import odd_clicks, wait_for
-from tests.stream_truth import expected_tables, sink_tables
+from tests.stream_truth import expected_tables, sink_has_tables, sink_tables
 
 pytestmark = [pytest.mark.kafka, pytest.mark.prism, pytest.mark.slow]
 
@@ -71,7 +71,7 @@ def test_a_kafka_stream_on_prism_equals_the_truth(kafka_topic, tmp_path):
         cwd=ROOT, start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
     expected = expected_tables(sent.truth, TOP_N, SLIDING_MINUTES)
     try:
-        wait_for(lambda: db.exists() and sink_tables(db)["clicks_per_minute"], "the first panes",
+        wait_for(lambda: sink_has_tables(db) and sink_tables(db)["clicks_per_minute"], "the first panes",
                  seconds=WAIT_SECONDS, detail=lambda: log_path.read_text(errors="replace")[-2000:])
         now_ms = int(time.time() * 1000)
         for line in odd_clicks(now_ms, 3, 4, "skewed") + odd_clicks(now_ms, -2, 5, "late"):
