@@ -5,12 +5,15 @@ Two set-ups: `--runner direct --source pubsub` (the default: the DirectRunner
 on a Pub/Sub emulator, PUBSUB_EMULATOR_HOST) and `--runner prism --source
 kafka` (Prism over a real Apache Kafka broker, ReadFromKafka run by the
 expansion service's JVM: `--bootstrap HOST:PORT`, or a broker of its own in a
-temporary directory). The DAG's Python runs in this process (the DirectRunner,
-Prism's LOOPBACK worker) except the rising-rate publisher, which runs in a
-child process so that it does not take the DAG's interpreter lock. Peak RSS is
-that of this process and its children (Prism, the JVM), the publisher and a
-broker the bench started left out, sampled every POLL_SECONDS per phase (and,
-in a ramp, noted at each minute: whether memory stays flat).
+temporary directory). On the DirectRunner the DAG's Python runs in this
+process; on Prism in an SDK worker process of each phase's own
+(runners/sdk_worker.py, as on a cluster; `--sdk-worker loopback` runs it
+here). The rising-rate publisher runs in a child process so that it does not
+take the DAG's interpreter lock. Peak RSS is that of the DAG's processes: this
+one's children (Prism, the JVM, the SDK worker) and, when the DAG's Python runs
+here, this one; the publisher and a broker the bench started are left out.
+It is sampled every POLL_SECONDS per phase (and, in a ramp, noted at each
+minute, in all and per process name: whether memory stays flat).
 `--hot-ad-share S` puts that share of the clicks on one ad (backlog and ramp).
 `--json PATH` writes the report printed at the end.
 
@@ -93,6 +96,7 @@ import apache_beam as beam
 import orjson
 import psutil
 from apache_beam.metrics.metric import Metrics, MetricsFilter
+from apache_beam.options.pipeline_options import PipelineOptions, WorkerOptions
 from apache_beam.runners.runner import PipelineState
 
 from loadgen.generator import GeneratorConfig, generate
@@ -314,13 +318,15 @@ def live_count(result, namespace: str, name: str) -> int:
 
 
 class PeakRss(threading.Thread):
-    """The peak RSS (bytes) of this process and its children, `exclude`d pids (and theirs) left out,
-    sampled every POLL_SECONDS until stop()."""
+    """The peak RSS (bytes) of this process (unless not `with_self`: the DAG's Python runs in a worker of its
+    own) and its children, `exclude`d pids (and theirs) left out, sampled every POLL_SECONDS until stop()."""
 
-    def __init__(self, exclude=()):
+    def __init__(self, exclude=(), with_self: bool = True):
         super().__init__(daemon=True)
-        self._exclude, self._done, self.peak = set(exclude), threading.Event(), 0
+        self._exclude, self._with_self, self._done, self.peak = set(exclude), with_self, threading.Event(), 0
         self.by_minute: List[int] = []  # MB at the start of each minute: whether memory stays flat
+        self.by_process: Dict[str, List[int]] = {}  # the same, per process name (Prism, java, python)
+        self.peak_by_process: Dict[str, int] = collections.Counter()  # MB
 
     def _tree(self):
         root = psutil.Process()
@@ -328,18 +334,25 @@ class PeakRss(threading.Thread):
         for pid in self._exclude:
             with contextlib.suppress(psutil.Error):
                 left_out |= {child.pid for child in psutil.Process(pid).children(recursive=True)}
-        return [process for process in [root] + root.children(recursive=True) if process.pid not in left_out]
+        return [process for process in [root] * self._with_self + root.children(recursive=True)
+                if process.pid not in left_out]
 
     def run(self):
         started = time.monotonic()
         while not self._done.is_set():
-            total = 0
+            by_name: Dict[str, int] = collections.Counter()
             for process in self._tree():
                 with contextlib.suppress(psutil.Error):
-                    total += process.memory_info().rss
+                    by_name[process.name()] += process.memory_info().rss
+            total = sum(by_name.values())
+            for name, rss in by_name.items():
+                self.peak_by_process[name] = max(self.peak_by_process[name], round(rss / 2**20))
             self.peak = max(self.peak, total)
             if time.monotonic() - started >= 60 * len(self.by_minute):
                 self.by_minute.append(round(total / 2**20))
+                for name in set(self.by_process) | set(by_name):  # 0 before a process starts, and after it ends
+                    minutes = self.by_process.setdefault(name, [0] * (len(self.by_minute) - 1))
+                    minutes.append(round(by_name.get(name, 0) / 2**20))
             self._done.wait(POLL_SECONDS)
 
     def stop(self) -> int:
@@ -509,6 +522,20 @@ class _Kafka:
 
 
 @contextlib.contextmanager
+def _sdk_worker(args, beam_args: List[str]):
+    """(the phase's pipeline arguments, whether this process runs its Python): on Prism the DAG's Python runs in
+    an SDK worker of its own for the phase (`--sdk-worker process`, runners/sdk_worker.py), so that neither
+    its RSS nor its interpreter lock is shared with the bench's own bookkeeping; else in LOOPBACK, here."""
+    if args.runner != "prism" or args.sdk_worker == "loopback":
+        yield beam_args, True
+        return
+    from runners.sdk_worker import external_worker
+    cache_mb = PipelineOptions(beam_args).view_as(WorkerOptions).max_cache_memory_usage_mb
+    with external_worker(cache_mb) as worker:
+        yield beam_args + worker.pipeline_args, False
+
+
+@contextlib.contextmanager
 def _broker(bootstrap: Optional[str]):
     """(bootstrap address, the broker's pid if the bench started it): the broker given, or one of its own."""
     if bootstrap:
@@ -576,11 +603,11 @@ def _cancel(result) -> None:
 
 
 def _drain(pipeline: beam.Pipeline, count, messages: int, timeout: float, profile: _Profiled,
-           exclude=()) -> dict:
+           exclude=(), with_self: bool = True) -> dict:
     """Runs until `count(result)` reaches `messages`: the rate between the first and the last count."""
     before = set(threading.enumerate())
     load_before = _load()
-    memory = PeakRss(exclude)
+    memory = PeakRss(exclude, with_self)
     memory.start()
     with profile:
         result = pipeline.run()
@@ -612,6 +639,7 @@ def _drain(pipeline: beam.Pipeline, count, messages: int, timeout: float, profil
         seconds, counted = drained - started, messages
     return {"messages": messages, "counted": done, "seconds": round(seconds, 1),
             "messages_per_second": round(counted / seconds), "peak_rss_mb": peak_rss_mb,
+            "peak_rss_mb_by_process": dict(memory.peak_by_process),
             "seconds_to_first": round(first[0] - started, 2), "seconds_to_done": round(drained - started, 2),
             "load_before": load_before, "load_after": _load()}
 
@@ -640,7 +668,8 @@ def _backlog(args, events: int) -> Tuple[str, int]:
     return subscription, sent.read
 
 
-def _ramp(args, setup, stream_args, beam_args, config, work: str, profile: _Profiled, exclude=()) -> dict:
+def _ramp(args, setup, stream_args, beam_args, config, work: str, profile: _Profiled, exclude=(),
+          with_self: bool = True) -> dict:
     url, source = setup.stream("ramp")
     pipeline = _full_dag(source, stream_args, beam_args, config, work, "ramp")
     watcher = _SinkWatcher(os.path.join(work, "ramp.db"))
@@ -651,7 +680,7 @@ def _ramp(args, setup, stream_args, beam_args, config, work: str, profile: _Prof
     publisher.start()
     before = set(threading.enumerate())
     load_before = _load()
-    memory = PeakRss(tuple(exclude) + (publisher.pid,))
+    memory = PeakRss(tuple(exclude) + (publisher.pid,), with_self)
     memory.start()
     with profile:
         result = pipeline.run()
@@ -684,7 +713,8 @@ def _ramp(args, setup, stream_args, beam_args, config, work: str, profile: _Prof
     sent = collections.Counter(key for step in steps for key, _ in step.clicks())
     differing = differences(watcher.latest, dict(sent))
     return {"steps": ramp_report(steps, watcher.reached), "peak_rss_mb": peak_rss_mb,
-            "rss_mb_by_minute": memory.by_minute, "exact": bool(watcher.latest) and not differing,
+            "rss_mb_by_minute": memory.by_minute, "rss_mb_by_process_by_minute": memory.by_process,
+            "exact": bool(watcher.latest) and not differing,
             "differing": differing,
             "load_before": load_before, "load_after": _load()}
 
@@ -704,6 +734,9 @@ def parser() -> argparse.ArgumentParser:
                         help="pubsub (the emulator at PUBSUB_EMULATOR_HOST) or kafka (--bootstrap, or a broker "
                              "of the bench's own)")
     parser.add_argument("--bootstrap", metavar="HOST:PORT", help="a running Kafka broker (default: start one)")
+    parser.add_argument("--sdk-worker", choices=("process", "loopback"), default="process",
+                        help="Prism: the DAG's Python in an SDK worker process of its own, as on a cluster (the "
+                             "default; its RSS counted, this process's not), or LOOPBACK in this process")
     parser.add_argument("--partitions", type=int, default=3, help="of each Kafka topic (default: %(default)s)")
     parser.add_argument("--events", type=int, default=2_000,
                         help="unique clicks of the backlog drained by the source alone and the DAG; 0 to skip")
@@ -817,15 +850,18 @@ def _kafka_backlogs(args, setup, stream_args, beam_args, config, work, exclude) 
         source_messages = publish(emissions_around_now(_backlog_config(args, args.source_events)),
                                   publisher_for(source_url)).read
     print(f"source only: ReadFromKafka into a counter, {source_messages:,} records")
-    report["source_only"] = _drain(_source_only(setup.source(source_url, "source-only"), stream_args, beam_args),
-                                   lambda result: live_count(result, BENCH_NAMESPACE, "source_read"),
-                                   source_messages, args.timeout, _Profiled(None, "source-only"), exclude)
+    with _sdk_worker(args, beam_args) as (phase_args, with_self):
+        report["source_only"] = _drain(_source_only(setup.source(source_url, "source-only"), stream_args, phase_args),
+                                       lambda result: live_count(result, BENCH_NAMESPACE, "source_read"),
+                                       source_messages, args.timeout, _Profiled(None, "source-only"), exclude,
+                                       with_self)
     print(f"  {report['source_only']}")
     print("full DAG: until the sink shows every unique click")
-    pipeline = _full_dag(setup.source(url, "full-dag"), stream_args, beam_args, config, work, "backlog")
     database = os.path.join(work, "backlog.db")
-    drained = _drain(pipeline, lambda _: sum(_sink_counts(database).values()), sent.unique, args.timeout,
-                     _Profiled(None, "full-dag"), exclude)
+    with _sdk_worker(args, beam_args) as (phase_args, with_self):
+        pipeline = _full_dag(setup.source(url, "full-dag"), stream_args, phase_args, config, work, "backlog")
+        drained = _drain(pipeline, lambda _: sum(_sink_counts(database).values()), sent.unique, args.timeout,
+                         _Profiled(None, "full-dag"), exclude, with_self)
     # The sink shows a pane of clicks at a time, the first one late in a drain of few large batches: the DAG is
     # timed from its start, less the start-up the source alone took to its first record (at least from its first
     # pane, for a backlog too small to outlast a start-up).
@@ -846,7 +882,9 @@ def _rising_rates(args, setup, stream_args, beam_args, config, work, exclude) ->
     """Publishing at rising rates: the rate each sustained and its event-to-sink latency, and the best one."""
     print(f"rising rates {args.rates} events/s, {args.seconds_per_rate:g} s each, "
           f"early panes every {config.window.early_firing_seconds} s")
-    ramp = _ramp(args, setup, stream_args, beam_args, config, work, _Profiled(args.profile, "ramp"), exclude)
+    with _sdk_worker(args, beam_args) as (phase_args, with_self):
+        ramp = _ramp(args, setup, stream_args, phase_args, config, work, _Profiled(args.profile, "ramp"), exclude,
+                     with_self)
     print(f"{'offered/s':>10} {'sustained/s':>12} {'p50 s':>8} {'p95 s':>8} {'p99 s':>8} {'unseen':>7}")
     for step in ramp["steps"]:
         print(f"{step['offered_per_second']:>10} {step['sustained_per_second']:>12} {step['p50_seconds']:>8} "
@@ -858,10 +896,13 @@ def _rising_rates(args, setup, stream_args, beam_args, config, work, exclude) ->
           + (f"{best['sustained_per_second']} events/s (offered {best['offered_per_second']})" if best else "none")
           + f"; peak RSS {ramp['peak_rss_mb']:,} MB; sink exact: {ramp['exact']}")
     print(f"RSS by minute (MB): {ramp['rss_mb_by_minute']}")
+    for name, minutes in ramp["rss_mb_by_process_by_minute"].items():
+        print(f"  {name}: {minutes}")
     if ramp["differing"]:
         print(f"  {describe_differences(ramp['differing'])}")
     return {"ramp": ramp["steps"], "ramp_peak_rss_mb": ramp["peak_rss_mb"],
-            "ramp_rss_mb_by_minute": ramp["rss_mb_by_minute"], "ramp_exact": ramp["exact"],
+            "ramp_rss_mb_by_minute": ramp["rss_mb_by_minute"],
+            "ramp_rss_mb_by_process_by_minute": ramp["rss_mb_by_process_by_minute"], "ramp_exact": ramp["exact"],
             "ramp_differing": ramp["differing"][:5],
             "ramp_load": [ramp["load_before"], ramp["load_after"]],
             "best_sustained_per_second_under_p99_10s": best and best["sustained_per_second"]}
