@@ -92,10 +92,10 @@ class _WatermarkProbe(beam.DoFn):
     @on_timer(PROBE)
     def probe_fired(self, fired=beam.DoFn.TimestampParam, horizon=beam.DoFn.StateParam(HORIZON),
                     probe=beam.DoFn.TimerParam(PROBE)):
-        reached = fired.micros // 1_000
-        if reached > (horizon.read() or _FLOOR_MS):
+        reached, known = fired.micros // 1_000, horizon.read()
+        if reached > (known or _FLOOR_MS):
             horizon.write(reached)
-            _arm(probe, reached)
+            _arm(probe, reached, known)
             self._watermark.update(reached)
 
 

@@ -6,10 +6,11 @@ what the runner would drop leaves here instead, as a `too_late` dead letter
 (the raw archive keeps the click too; a replay restates its window).
 
 User code cannot read the watermark, but an event-time timer fires once the
-watermark reaches it. Each shard keeps a ladder of probe timers at
-`horizon + step * 2**j`: every firing raises the horizon (a time the watermark
-is known to have reached) and re-arms the ladder above it, so after a jump of
-the watermark the horizon closes in on it in log2(jump / step) firings.
+watermark reaches it. Each shard keeps a ladder of probe timers, level j at the next multiple of
+`step * 2**j` above the horizon: every firing raises the horizon (a time the
+watermark is known to have reached) and re-arms the levels it passed, so after
+a jump of the watermark the horizon closes in on it in about log2(jump / step)
+firings.
 Runners fire due timers before they take more input (the DirectRunner reads
 its sources only when no timer is due; Flink and Dataflow fire timers as the
 watermark arrives), so clicks are judged against a horizon within one step of
@@ -49,12 +50,20 @@ def _iso(epoch_ms: int) -> str:
     return "the start" if epoch_ms <= _FLOOR_MS else epoch_ms_to_iso(epoch_ms)
 
 
-def _arm(probe, horizon_ms: int) -> None:
-    """Probe timers above the horizon, one step, two, four... up to the end of time."""
-    j, at = 0, horizon_ms + PROBE_STEP_MS
-    while at <= _CEILING_MS:
+def _arm(probe, horizon_ms: int, previous_ms: Optional[int] = None) -> None:
+    """Probe timers above the horizon: the next whole step, two steps, four... up to the end of time. A level
+    stands until the horizon passes it, so only the levels the horizon moved past since `previous_ms` are set
+    again (every one without it): a watermark that moves a step at a time re-arms about two timers a firing,
+    not the whole ladder of about forty (4% of a Prism worker's time in a 1M-click drain, by py-spy)."""
+    j, size = 0, PROBE_STEP_MS
+    while size <= _CEILING_MS - _FLOOR_MS:
+        if previous_ms is not None and previous_ms // size == horizon_ms // size:
+            return  # this level's timer stands, and so does every one above it (multiples of its size)
+        at = (horizon_ms // size + 1) * size
+        if at > _CEILING_MS:
+            return
         probe.set(Timestamp(micros=at * 1_000), dynamic_timer_tag=str(j))
-        j, at = j + 1, horizon_ms + (PROBE_STEP_MS << (j + 1))
+        j, size = j + 1, size << 1
 
 
 class _TooLateFn(beam.DoFn):
@@ -109,7 +118,7 @@ class _TooLateFn(beam.DoFn):
         if known is None or reached > known:
             self._horizons[shard] = reached
             horizon.write(reached)
-            _arm(probe, reached)
+            _arm(probe, reached, known)
 
 
 class _NothingIsLate(beam.DoFn):
