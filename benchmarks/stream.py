@@ -5,13 +5,15 @@ Two set-ups: `--runner direct --source pubsub` (the default: the DirectRunner
 on a Pub/Sub emulator, PUBSUB_EMULATOR_HOST) and `--runner prism --source
 kafka` (Prism over a real Apache Kafka broker, ReadFromKafka run by the
 expansion service's JVM: `--bootstrap HOST:PORT`, or a broker of its own in a
-temporary directory). On the DirectRunner the DAG's Python runs in this
-process; on Prism in an SDK worker process of each phase's own
-(runners/sdk_worker.py, as on a cluster; `--sdk-worker loopback` runs it
-here). The rising-rate publisher runs in a child process so that it does not
-take the DAG's interpreter lock. Peak RSS is that of the DAG's processes: this
-one's children (Prism, the JVM, the SDK worker) and, when the DAG's Python runs
-here, this one; the publisher and a broker the bench started are left out.
+temporary directory). The DAG's Python runs in this process (the
+DirectRunner, Prism's LOOPBACK worker), or with `--sdk-worker process` on Prism
+in an SDK worker process of each phase's own (runners/sdk_worker.py, as on a
+cluster), which leaves the bench's own bookkeeping out of the DAG's memory and
+interpreter lock. The rising-rate publisher runs in a child process so that it
+does not take the DAG's interpreter lock. Peak RSS is that of the DAG's
+processes: this one's children (Prism, the JVM, the SDK worker) and, when the
+DAG's Python runs here, this one; the publisher and a broker the bench started
+are left out.
 It is sampled every POLL_SECONDS per phase (and, in a ramp, noted at each
 minute, in all and per process name: whether memory stays flat).
 `--hot-ad-share S` puts that share of the clicks on one ad (backlog and ramp).
@@ -523,9 +525,9 @@ class _Kafka:
 
 @contextlib.contextmanager
 def _sdk_worker(args, beam_args: List[str]):
-    """(the phase's pipeline arguments, whether this process runs its Python): on Prism the DAG's Python runs in
-    an SDK worker of its own for the phase (`--sdk-worker process`, runners/sdk_worker.py), so that neither
-    its RSS nor its interpreter lock is shared with the bench's own bookkeeping; else in LOOPBACK, here."""
+    """(the phase's pipeline arguments, whether this process runs its Python): with `--sdk-worker process` on
+    Prism the DAG's Python runs in an SDK worker of its own for the phase (runners/sdk_worker.py), so that
+    neither its RSS nor its interpreter lock is shared with the bench's own bookkeeping; else here."""
     if args.runner != "prism" or args.sdk_worker == "loopback":
         yield beam_args, True
         return
@@ -734,9 +736,10 @@ def parser() -> argparse.ArgumentParser:
                         help="pubsub (the emulator at PUBSUB_EMULATOR_HOST) or kafka (--bootstrap, or a broker "
                              "of the bench's own)")
     parser.add_argument("--bootstrap", metavar="HOST:PORT", help="a running Kafka broker (default: start one)")
-    parser.add_argument("--sdk-worker", choices=("process", "loopback"), default="process",
-                        help="Prism: the DAG's Python in an SDK worker process of its own, as on a cluster (the "
-                             "default; its RSS counted, this process's not), or LOOPBACK in this process")
+    parser.add_argument("--sdk-worker", choices=("loopback", "process"), default="loopback",
+                        help="Prism: the DAG's Python in LOOPBACK, in this process, as `adclick stream` runs it (the "
+                             "default), or in an SDK worker process of its own, as on a cluster: RSS of the DAG's "
+                             "processes alone (Prism over-counted more often this way: docs/runners.md, defect 5)")
     parser.add_argument("--partitions", type=int, default=3, help="of each Kafka topic (default: %(default)s)")
     parser.add_argument("--events", type=int, default=2_000,
                         help="unique clicks of the backlog drained by the source alone and the DAG; 0 to skip")
