@@ -13,9 +13,8 @@ interpreter lock. The rising-rate publisher runs in a child process so that it
 does not take the DAG's interpreter lock. Peak RSS is that of the DAG's
 processes: this one's children (Prism, the JVM, the SDK worker) and, when the
 DAG's Python runs here, this one; the publisher and a broker the bench started
-are left out.
-It is sampled every POLL_SECONDS per phase (and, in a ramp, noted at each
-minute, in all and per process name: whether memory stays flat).
+are left out. It is sampled every POLL_SECONDS per phase (and, in a ramp,
+noted at each minute, in all and per process name: whether memory stays flat).
 `--hot-ad-share S` puts that share of the clicks on one ad (backlog and ramp).
 `--json PATH` writes the report printed at the end.
 
@@ -336,7 +335,7 @@ class PeakRss(threading.Thread):
         for pid in self._exclude:
             with contextlib.suppress(psutil.Error):
                 left_out |= {child.pid for child in psutil.Process(pid).children(recursive=True)}
-        return [process for process in [root] * self._with_self + root.children(recursive=True)
+        return [process for process in ([root] if self._with_self else []) + root.children(recursive=True)
                 if process.pid not in left_out]
 
     def run(self):

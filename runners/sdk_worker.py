@@ -11,6 +11,7 @@ EXTERNAL --environment_config 127.0.0.1:P`. `external_worker()` starts one and s
 import argparse
 import contextlib
 import logging
+import os
 import signal
 import socket
 import subprocess
@@ -63,9 +64,13 @@ def external_worker(cache_mb: int = 0, timeout: float = START_TIMEOUT_SECONDS) -
     """A worker pool of its own (a state cache of `cache_mb`, as `--max_cache_memory_usage_mb`) for the jobs run
     inside the block, stopped (with its group) after it."""
     port = free_port()
+    # The launcher's import path, as LOOPBACK has it in-process: a job pickles its DoFns by reference to their
+    # modules, which the worker must import wherever the launcher found them, whatever its working directory.
+    path = os.pathsep.join(os.path.abspath(entry or os.curdir) for entry in sys.path)
     process = subprocess.Popen([sys.executable, "-m", "runners.sdk_worker", "--port", str(port),
                                 "--max-cache-memory-usage-mb", str(cache_mb)],
-                               start_new_session=True, stdin=subprocess.DEVNULL)
+                               env=dict(os.environ, PYTHONPATH=path), start_new_session=True,
+                               stdin=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + timeout
         while not _accepts(port):

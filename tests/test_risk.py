@@ -85,10 +85,10 @@ def test_a_toml_and_a_json_file_give_the_same_rules(tmp_path):
     ('[blocked]\n', "rules.toml: no rules"),
     ('[[rate]\n', "rules.toml: not valid TOML"),
 ])
-def test_a_bad_rules_file_is_one_line_naming_the_file_and_the_key(tmp_path, text, message):
+def test_a_bad_rules_file_is_one_line_naming_the_file_and_the_key(tmp_path, monkeypatch, text, message):
     (tmp_path / "bad.txt").write_text("10.0.0.0/8\nnot-an-ip\n")
     (tmp_path / "rules.toml").write_text(text)
-    os.chdir(tmp_path)
+    monkeypatch.chdir(tmp_path)  # and back after the test: a later test's subprocess may rely on the cwd
     with pytest.raises(RiskRulesError) as raised:
         load_rules("rules.toml")
     assert message in str(raised.value) and "\n" not in str(raised.value)

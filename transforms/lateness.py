@@ -6,15 +6,14 @@ what the runner would drop leaves here instead, as a `too_late` dead letter
 (the raw archive keeps the click too; a replay restates its window).
 
 User code cannot read the watermark, but an event-time timer fires once the
-watermark reaches it. Each shard keeps a ladder of probe timers, level j at the next multiple of
-`step * 2**j` above the horizon: every firing raises the horizon (a time the
-watermark is known to have reached) and re-arms the levels it passed, so after
-a jump of the watermark the horizon closes in on it in about log2(jump / step)
-firings.
-Runners fire due timers before they take more input (the DirectRunner reads
-its sources only when no timer is due; Flink and Dataflow fire timers as the
-watermark arrives), so clicks are judged against a horizon within one step of
-the watermark. A click whose window closed before the horizon is too late;
+watermark reaches it. Each shard keeps a ladder of probe timers, level j at the
+next multiple of `step * 2**j` above the horizon: every firing raises the
+horizon (a time the watermark is known to have reached) and re-arms the levels
+it passed, so after a jump of the watermark the horizon closes in on it in
+about log2(jump / step) firings. Runners fire due timers before they take more
+input (the DirectRunner reads its sources only when no timer is due; Flink and
+Dataflow fire timers as the watermark arrives), so clicks are judged against a
+horizon within one step of the watermark. A click whose window closed before the horizon is too late;
 any other goes on, and the windowing keeps each window a grace period past
 the allowed lateness (`windowing.LATENESS_GRACE_SECONDS`, more than a step)
 so that what passes here is always counted.
