@@ -9,6 +9,7 @@ import os
 import re
 import signal
 import sqlite3
+import threading
 from pathlib import Path
 from typing import List, Optional, Set
 
@@ -147,6 +148,9 @@ class _UpsertFn(beam.DoFn):
         if self._staging:  # before this replay stages anything: free the space killed replays' staging holds
             remove_stale_staging(self._sink_path)
         self._connection = connect(self._path, staging=self._staging)
+        # A worker shutting down (a cancelled job) tears a DoFn down while its bundle may still write on another
+        # thread: closing the connection under a running statement crashed the process inside SQLite.
+        self._in_use = threading.Lock()
 
     def start_bundle(self):
         self._rows, self._tables, self._table_rows, self._written = [], [], 0, 0
@@ -172,12 +176,18 @@ class _UpsertFn(beam.DoFn):
             rows = rows.sort_by([(name, "ascending") for name in rows.column_names if name != "clicks"])
             self._rows.extend(zip(*(column.to_pylist() for column in rows.columns)))
         if self._rows:
-            write_rows(self._connection, **{self._table: self._rows})
+            with self._in_use:
+                if self._connection is None:
+                    raise RuntimeError(f"the sink {self._path} was closed while a bundle was writing (a cancel)")
+                write_rows(self._connection, **{self._table: self._rows})
             self._written += len(self._rows)
         self._rows, self._tables, self._table_rows = [], [], 0
 
     def teardown(self):
-        self._connection.close()
+        with self._in_use:
+            connection, self._connection = self._connection, None
+            if connection is not None:
+                connection.close()
 
 
 # Summed in the staging database before its indexes exist, in one scan of its rows: once the index by window

@@ -1,10 +1,11 @@
 import sqlite3
+import threading
 
 import apache_beam as beam
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 
-from sinks import sink_for, sqlite_path
+from sinks import sink_for, sqlite as sqlite_sink, sqlite_path
 from sinks.meta import check_sink
 from sinks.sqlite import connect, write_rows
 from transforms.records import AdCount, Aggregates, FilterCount, TopAds
@@ -128,3 +129,38 @@ def test_a_replay_into_an_empty_sink_leaves_it_indexed_as_a_new_one(tmp_path):
     assert sqlite3.connect(sink).execute("PRAGMA integrity_check").fetchone() == ("ok",)
     assert sqlite3.connect(sink).execute("SELECT * FROM clicks_per_minute_by_filter").fetchall() == [
         ("ad-1", 0, "ip=x", 1)]
+
+
+def test_a_teardown_waits_for_the_write_under_way_and_a_write_after_it_is_a_clear_error(tmp_path, monkeypatch):
+    """A cancelled job's worker tears the sink's DoFn down while a bundle may still write on another thread: the
+    connection must not close under a running statement (that crashed the process inside SQLite)."""
+    path = str(tmp_path / "a.db")
+    write_rows(connect(path))  # the tables
+    writing, release = threading.Event(), threading.Event()
+
+    def slow_write(connection, **rows):
+        writing.set()
+        release.wait(10)
+        write_rows(connection, **rows)
+
+    monkeypatch.setattr(sqlite_sink, "write_rows", slow_write)
+    upsert = sqlite_sink._UpsertFn(path, "per_ad")
+    upsert.setup()
+    upsert.start_bundle()
+    upsert.process(PER_AD[0])
+    bundle = threading.Thread(target=lambda: list(upsert.finish_bundle()))
+    bundle.start()
+    assert writing.wait(10)
+    torn_down = threading.Thread(target=upsert.teardown)
+    torn_down.start()
+    torn_down.join(0.5)
+    assert torn_down.is_alive()  # waiting for the write
+    release.set()
+    bundle.join(10)
+    torn_down.join(10)
+    assert not torn_down.is_alive()
+    assert dump(path)["clicks_per_minute"] == [tuple(PER_AD[0])]
+    upsert.start_bundle()
+    upsert.process(PER_AD[1])
+    with pytest.raises(RuntimeError, match="closed while a bundle was writing"):
+        list(upsert.finish_bundle())
