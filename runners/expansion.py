@@ -26,14 +26,20 @@ import atexit
 import ctypes
 import os
 import signal
-import socket
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 from runners.broker import java
-from runners.jvm import free_port, installed_libs, jars_home, pom_version, stop_group
+from runners.jvm import (
+    NotListening,
+    free_port,
+    installed_libs,
+    jars_home,
+    pom_version,
+    stop_group,
+    wait_until_listening,
+)
 
 POM = Path(__file__).resolve().parent.parent / "tools" / "beam-expansion" / "pom.xml"
 MAIN_CLASS = "org.apache.beam.sdk.expansion.service.ExpansionService"
@@ -75,19 +81,15 @@ def _die_with_parent():
 
 
 def _wait_until_listening(process: subprocess.Popen, port: int, log: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            lines = log.read_text(errors="replace").strip().splitlines()
-            raise ExpansionServiceError(f"the expansion service exited with {process.returncode}: "
-                                        f"{lines[-1] if lines else 'no output'} (see {log})")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise ExpansionServiceError(f"the expansion service did not listen on port {port} within {timeout:.0f} s "
-                                f"(see {log})")
+    try:
+        wait_until_listening(process, port, timeout)
+    except NotListening as failed:
+        if failed.returncode is None:
+            raise ExpansionServiceError(f"the expansion service did not listen on port {port} within {timeout:.0f} s "
+                                        f"(see {log})") from None
+        lines = log.read_text(errors="replace").strip().splitlines()
+        raise ExpansionServiceError(f"the expansion service exited with {failed.returncode}: "
+                                    f"{lines[-1] if lines else 'no output'} (see {log})") from None
 
 
 def start(port: int = None, timeout: float = START_TIMEOUT_SECONDS):

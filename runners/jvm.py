@@ -1,14 +1,15 @@
 """What the JVM servers a launcher starts have in common (the Kafka broker, Beam's expansion service),
-and the tests' servers too: a free loopback port, the version and the jars `make install` copied by a
-pom, and a process group stopped cleanly, then for good."""
+and the tests' servers too: a free loopback port, a wait until a server listens on it, the version and
+the jars `make install` copied by a pom, and a process group stopped cleanly, then for good."""
 
 import os
 import signal
 import socket
 import subprocess
+import time
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
-from typing import Type
+from typing import Optional, Type
 
 POM_NAMESPACE = "{http://maven.apache.org/POM/4.0.0}"
 
@@ -17,6 +18,28 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+class NotListening(Exception):
+    """A server that exited (`returncode`) before it listened, or (`returncode` None) did not listen in time."""
+
+    def __init__(self, returncode: Optional[int]):
+        super().__init__(returncode)
+        self.returncode = returncode
+
+
+def wait_until_listening(process: subprocess.Popen, port: int, timeout: float, poll_seconds: float = 0.1) -> None:
+    """Returns once 127.0.0.1:`port` accepts a connection; NotListening if `process` exits first or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise NotListening(process.returncode)
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(poll_seconds)
+    raise NotListening(None)
 
 
 def pom_version(pom: Path, name: str, error: Type[Exception]) -> str:

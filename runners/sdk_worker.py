@@ -13,17 +13,15 @@ import contextlib
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 from typing import Iterator, List, NamedTuple
 
 from apache_beam.options.pipeline_options import WorkerOptions
 from apache_beam.runners.worker.worker_pool_main import BeamFnExternalWorkerPoolServicer
 
-from runners.jvm import free_port, stop_group
+from runners.jvm import NotListening, free_port, stop_group, wait_until_listening
 
 START_TIMEOUT_SECONDS = 60
 STOP_GRACE_SECONDS = 5
@@ -53,12 +51,6 @@ def main(argv=None) -> None:
     server.stop(STOP_GRACE_SECONDS).wait()
 
 
-def _accepts(port: int) -> bool:
-    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-        return True
-    return False
-
-
 @contextlib.contextmanager
 def external_worker(cache_mb: int = 0, timeout: float = START_TIMEOUT_SECONDS) -> Iterator[ExternalWorker]:
     """A worker pool of its own (a state cache of `cache_mb`, as `--max_cache_memory_usage_mb`) for the jobs run
@@ -72,13 +64,12 @@ def external_worker(cache_mb: int = 0, timeout: float = START_TIMEOUT_SECONDS) -
                                env=dict(os.environ, PYTHONPATH=path), start_new_session=True,
                                stdin=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + timeout
-        while not _accepts(port):
-            if process.poll() is not None:
-                raise RuntimeError(f"the SDK worker pool exited ({process.returncode}) before it listened")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the SDK worker pool did not listen on port {port} within {timeout:g} s")
-            time.sleep(0.1)
+        try:
+            wait_until_listening(process, port, timeout)
+        except NotListening as failed:
+            raise RuntimeError(f"the SDK worker pool did not listen on port {port} within {timeout:g} s"
+                               if failed.returncode is None else
+                               f"the SDK worker pool exited ({failed.returncode}) before it listened") from None
         yield ExternalWorker(process.pid, ["--environment_type", "EXTERNAL",
                                            "--environment_config", f"127.0.0.1:{port}"])
     finally:

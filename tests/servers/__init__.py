@@ -2,15 +2,15 @@
 
 import contextlib
 import os
-import socket
 import subprocess
-import time
 
 import pytest
 
 from runners.jvm import (
+    NotListening,
     free_port as free_port,  # the servers' port, for the fixtures too
     stop_group,
+    wait_until_listening,
 )
 
 # Set by .ci/run: a server binary that is missing fails the tests that need it instead of skipping
@@ -36,17 +36,14 @@ def start_listening(command, port: int, name: str, timeout: float = 60) -> subpr
     """
     process = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{name} exited with {process.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return process
-        except OSError:
-            time.sleep(0.05)
-    stop_group(process)
-    raise RuntimeError(f"{name} did not listen on port {port} within {timeout:.0f} s")
+    try:
+        wait_until_listening(process, port, timeout, poll_seconds=0.05)
+    except NotListening as failed:
+        if failed.returncode is not None:
+            raise RuntimeError(f"{name} exited with {failed.returncode}") from None
+        stop_group(process)
+        raise RuntimeError(f"{name} did not listen on port {port} within {timeout:.0f} s") from None
+    return process
 
 
 @contextlib.contextmanager
